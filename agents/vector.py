@@ -1,0 +1,107 @@
+"""Turn whatever env an agent is given into a vector env that speaks torch tensors on one device.
+
+Our batched cores do this natively (``CoreVectorEnv(as_tensors=True)``: nothing leaves the
+device). Any other Gymnasium env is stepped on the host by gymnasium's ``SyncVectorEnv`` and its
+numpy outputs are copied to the device once per step by :class:`TorchVectorEnv`. Every env an
+agent sees autoresets in the same step (gymnasium's ``SAME_STEP``): ``info["final_obs"]`` holds
+the last observation of the episodes that just ended, where ``info["_final_obs"]`` is true.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv, VectorWrapper
+
+from rlhf_envs.envs.batched import CoreEnv, CoreVectorEnv
+
+
+class TorchVectorEnv(VectorWrapper):
+    """Give a numpy ``SAME_STEP`` vector env a tensor interface on ``device``."""
+
+    def __init__(self, env: VectorEnv, device: torch.device) -> None:
+        super().__init__(env)
+        self.device = device
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[torch.Tensor, dict]:
+        obs, info = self.env.reset(seed=seed, options=options)
+        return self._tensor(obs), info
+
+    def step(
+        self, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+        obs, reward, terminated, truncated, info = self.env.step(actions.cpu().numpy())
+        obs = self._tensor(obs)
+        done = np.logical_or(terminated, truncated)
+        # gymnasium stores final observations in an object array; stack them into one tensor,
+        # with the current observation standing in for episodes that did not end.
+        final_obs = obs.clone()
+        if done.any():
+            final_rows = np.stack([info["final_obs"][i] for i in np.flatnonzero(done)])
+            final_obs[torch.as_tensor(np.flatnonzero(done), device=self.device)] = self._tensor(final_rows)
+        info = dict(info, final_obs=final_obs, _final_obs=torch.as_tensor(done, device=self.device))
+        return (
+            obs,
+            torch.as_tensor(reward, dtype=torch.float32, device=self.device),
+            torch.as_tensor(terminated, device=self.device),
+            torch.as_tensor(truncated, device=self.device),
+            info,
+        )
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(array), device=self.device)
+
+
+_MAKE_WRAPPERS = (gym.wrappers.OrderEnforcing, gym.wrappers.PassiveEnvChecker, gym.wrappers.TimeLimit)
+
+
+def _has_user_wrappers(env: gym.Env) -> bool:
+    """True when ``env`` carries wrappers beyond those ``gym.make`` adds by itself."""
+    while isinstance(env, gym.Wrapper):
+        if not isinstance(env, _MAKE_WRAPPERS):
+            return True
+        env = env.env
+    return False
+
+
+def make_tensor_vector_env(env: Any, num_envs: int, device: torch.device) -> VectorEnv:
+    """A ``SAME_STEP`` vector env on ``device`` with tensor in- and outputs.
+
+    ``env`` may be an env id, a Gymnasium env, or a vector env (ours or gymnasium's).
+    """
+    if isinstance(env, str):
+        spec = gym.spec(env)
+        # Our own vector entry points take a device and speak tensors; gymnasium's take neither.
+        if spec.namespace == "rlhf_envs" and spec.vector_entry_point is not None:
+            return gym.make_vec(
+                env,
+                num_envs=num_envs,
+                vectorization_mode="vector_entry_point",
+                device=device,
+                as_tensors=True,
+            )
+        env_fns = [lambda: gym.make(spec)] * num_envs
+        return TorchVectorEnv(SyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.SAME_STEP), device)
+    if isinstance(env, CoreVectorEnv):
+        return CoreVectorEnv(env.core.to(device), env.num_envs, as_tensors=True)
+    if isinstance(env, VectorEnv):
+        if env.metadata.get("autoreset_mode") != AutoresetMode.SAME_STEP:
+            raise ValueError(
+                "vector envs must autoreset in the same step: build them with "
+                "autoreset_mode=gymnasium.vector.AutoresetMode.SAME_STEP"
+            )
+        return TorchVectorEnv(env, device)
+    if isinstance(env, gym.Env):
+        # Shortcuts that rebuild the env (from its core or spec) would drop the user's wrappers,
+        # such as a learned reward; a wrapped env is stepped as it is.
+        if _has_user_wrappers(env) or env.spec is None:
+            env_fns = [lambda: env]
+        elif isinstance(env.unwrapped, CoreEnv):
+            return CoreVectorEnv(env.unwrapped.core.to(device), num_envs, as_tensors=True)
+        else:
+            env_fns = [lambda: gym.make(env.spec)] * num_envs
+        return TorchVectorEnv(SyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.SAME_STEP), device)
+    raise TypeError(f"expected an env id, a gymnasium Env or a VectorEnv, got {type(env).__name__}")

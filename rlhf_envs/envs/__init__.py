@@ -1,0 +1,1 @@
+"""One file per environment; see each module's docstring for its MDP."""

@@ -1,0 +1,223 @@
+"""The lecture's tabular MDP: 4 states, the same 3 actions in each, solved by Q-learning."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from rlhf_envs.envs.batched import BatchedCore, CoreEnv, CoreVectorEnv
+
+# The default instance (see TabularMDP's docstring). States 0–3 form a path to a goal.
+# Actions: 0 = rest (a small sure reward, stay), 1 = advance (no reward now, usually one state
+# closer to the goal; at the goal it cashes in), 2 = sprint (a bigger reward now, sent home to 0).
+DEFAULT_P = np.array(
+    [
+        # s = 0
+        [[1.0, 0.0, 0.0, 0.0], [0.1, 0.9, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]],
+        # s = 1
+        [[0.0, 1.0, 0.0, 0.0], [0.0, 0.1, 0.9, 0.0], [1.0, 0.0, 0.0, 0.0]],
+        # s = 2
+        [[0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.1, 0.9], [1.0, 0.0, 0.0, 0.0]],
+        # s = 3
+        [[0.0, 0.0, 0.0, 1.0], [1.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]],
+    ]
+)
+DEFAULT_R = np.array(
+    [
+        [1.0, 0.0, 0.5],
+        [1.0, 0.0, 2.0],
+        [1.0, 0.0, 2.0],
+        [1.0, 10.0, 3.0],
+    ]
+)
+DEFAULT_GAMMA = 0.9
+
+
+def validate_mdp(P: Any, R: Any, gamma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Check (P, R, γ) and return them as float64 arrays; a ValueError names what is wrong."""
+    P = np.asarray(P, dtype=np.float64)
+    R = np.asarray(R, dtype=np.float64)
+    if P.ndim != 3 or P.shape[0] != P.shape[2]:
+        raise ValueError(f"P must have shape [S, A, S] (P[s, a, s'] = probability), got {P.shape}")
+    if R.shape != P.shape[:2]:
+        raise ValueError(f"R must have shape [S, A] = {P.shape[:2]} to match P, got {R.shape}")
+    if not (np.isfinite(P).all() and np.isfinite(R).all()):
+        raise ValueError("P and R must be finite")
+    if (P < 0).any():
+        s, a, s_next = np.argwhere(P < 0)[0]
+        raise ValueError(f"P has a negative probability: P[{s}, {a}, {s_next}] = {P[s, a, s_next]}")
+    row_sums = P.sum(axis=2)
+    if not np.allclose(row_sums, 1.0, atol=1e-6):
+        s, a = np.argwhere(~np.isclose(row_sums, 1.0, atol=1e-6))[0]
+        raise ValueError(
+            f"P[{s}, {a}, :] must sum to 1 (a distribution over next states), sums to {row_sums[s, a]}"
+        )
+    if not 0.0 <= gamma < 1.0:
+        raise ValueError(f"gamma must lie in [0, 1), got {gamma}")
+    return P, R
+
+
+def value_iteration(
+    P: Any, R: Any, gamma: float = DEFAULT_GAMMA, tol: float = 1e-10, max_iterations: int = 100_000
+) -> tuple[np.ndarray, np.ndarray]:
+    """Q* and its greedy policy from the lecture's Bellman equation.
+
+    Iterates Q(x, a) ← R[x, a] + γ Σ_x' P[x' | x, a] max_a' Q(x', a') until the largest change is
+    below ``tol``. Returns ``(q_star [S, A], policy [S])``.
+    """
+    P, R = validate_mdp(P, R, gamma)
+    q = np.zeros_like(R)
+    for _ in range(max_iterations):
+        updated = R + gamma * P @ q.max(axis=1)
+        change = np.abs(updated - q).max()
+        q = updated
+        if change < tol:
+            return q, q.argmax(axis=1)
+    raise RuntimeError(f"value iteration did not reach tol={tol} in {max_iterations} iterations")
+
+
+class TabularCore(BatchedCore):
+    """Batched dynamics of a finite MDP: the state is one integer per episode."""
+
+    def __init__(
+        self,
+        P: Any,
+        R: Any,
+        gamma: float,
+        horizon: int,
+        initial_state_distribution: Any,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        super().__init__(device)
+        P, R = validate_mdp(P, R, gamma)
+        num_states, num_actions = R.shape
+        initial = np.asarray(initial_state_distribution, dtype=np.float64)
+        if initial.shape != (num_states,) or (initial < 0).any() or not np.isclose(initial.sum(), 1.0):
+            raise ValueError(
+                f"initial_state_distribution must be {num_states} non-negative numbers summing to 1, "
+                f"got {initial}"
+            )
+        if horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {horizon}")
+        self.P, self.R, self.gamma, self.horizon = P, R, gamma, horizon
+        self.observation_space = gym.spaces.Discrete(num_states)
+        self.action_space = gym.spaces.Discrete(num_actions)
+        # Sampling by inverting cumulative distributions takes one uniform draw per episode and
+        # scales better with B than torch.multinomial over rows.
+        self._transition_cdf = torch.as_tensor(P.cumsum(axis=2), dtype=torch.float64, device=self.device)
+        self._initial_cdf = torch.as_tensor(initial.cumsum(), dtype=torch.float64, device=self.device)
+        self._R = torch.as_tensor(R, dtype=torch.float32, device=self.device)
+
+    def reset(self, num_envs: int, generator: torch.Generator) -> torch.Tensor:
+        return self._sample(self._initial_cdf.expand(num_envs, -1), generator)
+
+    def step(self, state, action, generator):
+        reward = self._R[state, action]
+        next_state = self._sample(self._transition_cdf[state, action], generator)
+        terminated = torch.zeros_like(state, dtype=torch.bool)
+        return next_state, reward, terminated, {}
+
+    def _sample(self, cdf: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """One index per row of ``cdf`` [B, S], drawn with the probabilities it accumulates."""
+        uniform = torch.rand(cdf.shape[0], 1, generator=generator, device=self.device, dtype=cdf.dtype)
+        return (cdf <= uniform).sum(dim=1).clamp(max=cdf.shape[1] - 1)
+
+    def render(self, state: torch.Tensor, mode: str) -> str:
+        return " ".join("[*]" if s == int(state) else "[ ]" for s in range(self.observation_space.n))
+
+
+class TabularMDP(CoreEnv):
+    """A finite MDP given by its tables, by default the lecture's 4 states × 3 actions.
+
+    ## Description
+    The lecture's Q-learning slide: a simple MDP with 4 states and the same 3 actions in every
+    state, whose Q-function satisfies Q(x, a) = r + γ Σ_x' P[x' | x, a] max_a' Q(x', a'). Any
+    (P, R, γ) can be given instead.
+
+    The default instance is a path 0 → 1 → 2 → 3 to a goal. In every state, action 0 (*rest*)
+    pays 1 and stays; action 1 (*advance*) pays 0 and moves one state on with probability 0.9
+    (stays with 0.1), except at the goal, state 3, where it pays 10 and returns to 0; action 2
+    (*sprint*) pays 0.5, 2, 2, 3 in states 0–3 and returns to 0. With γ = 0.9 the optimal policy
+    advances everywhere, while the myopic policy that maximises R[s, a] rests in state 0 and
+    sprints in states 1 and 2: long-term value and immediate reward disagree in three states.
+
+    ## Action space
+    `Discrete(A)`; 3 by default: 0 rest, 1 advance, 2 sprint.
+
+    ## Observation space
+    `Discrete(S)`: the current state; 4 by default.
+
+    ## Rewards
+    `R[s, a]` for taking action a in state s (the lecture's r(a) is the case of equal rows).
+
+    ## Starting state
+    Drawn from `initial_state_distribution`; state 0 by default.
+
+    ## Episode end
+    The MDP is continuing (discounted by γ, never terminates); an episode is truncated after
+    `horizon` steps. Agents should bootstrap through the truncation.
+
+    ## Arguments
+    - `P`: transition probabilities, shape [S, A, S], `P[s, a, s']`; rows sum to 1.
+    - `R`: rewards, shape [S, A].
+    - `gamma`: the discount in [0, 1), exposed for agents and `value_iteration`.
+    - `horizon`: steps per episode before truncation (default 100).
+    - `initial_state_distribution`: shape [S] (default: always state 0).
+    - `render_mode`: `"ansi"` or None.
+    - `device`: where the batched core runs (CPU by default for the single env).
+
+    Bad tables raise a ValueError naming the problem (rows not summing to 1, negative entries,
+    mismatched shapes, γ outside [0, 1)).
+
+    ## Version history
+    - v0: first version.
+    """
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+
+    def __init__(
+        self,
+        P: Any = DEFAULT_P,
+        R: Any = DEFAULT_R,
+        gamma: float = DEFAULT_GAMMA,
+        horizon: int = 100,
+        initial_state_distribution: Any = None,
+        render_mode: str | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        core = TabularCore(P, R, gamma, horizon, _initial_or_default(initial_state_distribution, P), device)
+        super().__init__(core, render_mode=render_mode)
+        self.P, self.R, self.gamma = core.P, core.R, core.gamma
+
+
+class TabularMDPVectorEnv(CoreVectorEnv):
+    """``num_envs`` episodes of :class:`TabularMDP` on one device; see :class:`CoreVectorEnv`."""
+
+    metadata = {**CoreVectorEnv.metadata, "render_modes": ["ansi"]}
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        P: Any = DEFAULT_P,
+        R: Any = DEFAULT_R,
+        gamma: float = DEFAULT_GAMMA,
+        horizon: int = 100,
+        initial_state_distribution: Any = None,
+        render_mode: str | None = None,
+        device: str | torch.device = "auto",
+        as_tensors: bool = False,
+    ) -> None:
+        core = TabularCore(P, R, gamma, horizon, _initial_or_default(initial_state_distribution, P), device)
+        super().__init__(core, num_envs, as_tensors=as_tensors, render_mode=render_mode)
+        self.P, self.R, self.gamma = core.P, core.R, core.gamma
+
+
+def _initial_or_default(initial_state_distribution: Any, P: Any) -> np.ndarray:
+    if initial_state_distribution is not None:
+        return np.asarray(initial_state_distribution, dtype=np.float64)
+    start = np.zeros(np.shape(P)[0])
+    start[0] = 1.0
+    return start
