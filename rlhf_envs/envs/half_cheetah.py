@@ -1,0 +1,190 @@
+"""HalfCheetah with the lecture's reward: Gymnasium's MuJoCo ``HalfCheetah-v5`` with a selectable reward."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import TYPE_CHECKING, Any, Literal
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
+from gymnasium.utils import EzPickle
+
+if TYPE_CHECKING:
+    from rlhf_envs.rewards.protocols import ControlRewardModel
+
+# Without a display MuJoCo's default GLFW backend cannot render; EGL renders headless (Mesa's software
+# renderer on a CPU machine, the NVIDIA driver on a GPU one). An explicit MUJOCO_GL is left as it is.
+if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+    os.environ.setdefault("MUJOCO_GL", "egl")
+
+RewardName = Literal["lecture", "forward"]
+REWARDS: tuple[str, ...] = ("lecture", "forward")
+
+
+class HalfCheetah(HalfCheetahEnv):
+    r"""Gymnasium's MuJoCo ``HalfCheetah-v5`` with the RLHF lecture's reward.
+
+    ## Description
+    The 2-D cheetah of Gymnasium's ``HalfCheetah-v5`` (same model, physics, observations and actions; the
+    simulation is Gymnasium's, not re-implemented). Only the reward and the episode end change, to the
+    lecture's: run out of the right side of the frame early, and stay upright meanwhile.
+
+    ## Action Space
+    ``Box(-1, 1, (6,), float32)``: torques on the back and front thigh, shin and foot joints.
+
+    ## Observation Space
+    ``Box(-inf, inf, (17,), float64)``: joint positions without the root's x (8), then joint velocities (9),
+    as in ``HalfCheetah-v5`` (18 with ``exclude_current_positions_from_observation=False``).
+
+    ## Rewards
+    With ``reward="lecture"`` (default), at step :math:`n` (1-based: the first ``step()`` after ``reset()``
+    is :math:`n = 1`, the last of a full episode is :math:`n = N`, ``N = horizon``):
+
+    - :math:`+10 (N - n)` if the cheetah exits the right side of the frame at step :math:`n`, i.e. its root
+      x position (``info["x_position"]``, about 0 at the start) exceeds ``frame_width / 2``;
+      the episode then terminates;
+    - otherwise :math:`+1` if it is upright: the torso's pitch (joint ``rooty``, wrapped to
+      :math:`(-\pi, \pi]`) is within ``max_torso_angle`` of level, so a cheetah on its back gets nothing;
+    - otherwise 0.
+
+    The frame is the x interval ``[-frame_width / 2, frame_width / 2]`` centred on the start; only leaving
+    it to the right counts (leaving to the left neither pays nor ends the episode). Rendering uses
+    Gymnasium's camera, which follows the cheetah, so the frame is a distance, not the picture's edge.
+
+    With ``reward="forward"`` the reward is Gymnasium's own: forward velocity minus the control cost.
+
+    A reward model (any :class:`~rlhf_envs.rewards.ControlRewardModel`) is given through ``gym.make``:
+    ``gym.make("rlhf_envs/HalfCheetah-v0", reward=model)`` wraps this env (lecture reward) in
+    :class:`~rlhf_envs.rewards.LearnedReward`, so the model's output is the reward and the lecture reward
+    is ``info["true_reward"]``. Any other env or reward choice composes the same way:
+    ``LearnedReward(gym.make("rlhf_envs/HalfCheetah-v0", reward="forward"), model)``.
+
+    Whatever the reward, ``info`` holds its components so any reward can be scored against them:
+    ``exited`` (bool), ``upright`` (bool), ``x_position`` (m), ``step`` (:math:`n`), ``lecture_reward``,
+    ``forward_reward`` (Gymnasium's reward, ``reward_forward + reward_ctrl``), and Gymnasium's own
+    ``x_velocity``, ``reward_forward`` and ``reward_ctrl``.
+
+    ## Starting State
+    As ``HalfCheetah-v5``: joint positions uniform in ``±reset_noise_scale`` around the rest pose, velocities
+    normal with standard deviation ``reset_noise_scale``.
+
+    ## Episode End
+    - Termination: with ``reward="lecture"``, when the cheetah exits the right side of the frame. The other
+      rewards never terminate (``info["exited"]`` still reports the exit).
+    - Truncation: after ``horizon`` steps. The env truncates by itself, so the :math:`N` in the exit bonus
+      is always the episode's length; its registration adds no ``TimeLimit``. Change the horizon with
+      ``horizon=``; a ``max_episode_steps`` given to ``gym.make`` would cut episodes without changing
+      :math:`N`.
+
+    ## Arguments
+    ```python
+    env = gym.make("rlhf_envs/HalfCheetah-v0", reward="lecture", horizon=1000, frame_width=10.0,
+                   max_torso_angle=math.pi / 3, render_mode="rgb_array", width=480, height=480)
+    ```
+    - ``reward``: ``"lecture"``, ``"forward"``, or (through ``gym.make``) a reward model.
+    - ``horizon``: :math:`N`, the number of steps before truncation (1000).
+    - ``frame_width``: width in metres of the frame centred on the start (right edge at ``frame_width / 2``).
+    - ``max_torso_angle``: largest torso pitch, in radians, still counted as upright, in ``(0, pi)``.
+    - Every other keyword goes to ``HalfCheetah-v5`` unchanged (``render_mode``, ``width``, ``height``,
+      ``ctrl_cost_weight``, ``reset_noise_scale``, ``frame_skip``, ...). ``render_mode="rgb_array"`` returns
+      ``(height, width, 3)`` uint8 images (480 x 480 by default), headless via EGL when there is no display.
+
+    ## Version History
+    - v0: initial version, on ``HalfCheetah-v5``.
+    """
+
+    def __init__(
+        self,
+        reward: RewardName = "lecture",
+        horizon: int = 1000,
+        frame_width: float = 10.0,
+        max_torso_angle: float = math.pi / 3,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(reward, str):
+            raise TypeError(
+                f"HalfCheetah(reward=...) takes one of {REWARDS}; pass a reward model through "
+                "gym.make('rlhf_envs/HalfCheetah-v0', reward=model) or LearnedReward(env, model)"
+            )
+        if reward not in REWARDS:
+            raise ValueError(f"reward must be one of {REWARDS} or a reward model, got {reward!r}")
+        if isinstance(horizon, bool) or not isinstance(horizon, int | np.integer) or horizon < 1:
+            raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
+        if not frame_width > 0:
+            raise ValueError(f"frame_width must be positive (metres), got {frame_width!r}")
+        if not 0 < max_torso_angle < math.pi:
+            raise ValueError(f"max_torso_angle must be in (0, pi) radians, got {max_torso_angle!r}")
+        super().__init__(**kwargs)
+        # HalfCheetahEnv recorded its own positional arguments for pickling and copying; record ours instead.
+        EzPickle.__init__(
+            self,
+            reward=reward,
+            horizon=horizon,
+            frame_width=frame_width,
+            max_torso_angle=max_torso_angle,
+            **kwargs,
+        )
+        self.reward_name = reward
+        self.horizon = int(horizon)
+        self.frame_width = float(frame_width)
+        self.max_torso_angle = float(max_torso_angle)
+        self._exit_x = self.frame_width / 2
+        self._lecture = reward == "lecture"
+        # Looked up by joint name so that a custom `xml_file` with another joint order still works.
+        try:
+            self._x_index = int(self.model.joint("rootx").qposadr[0])
+            self._pitch_index = int(self.model.joint("rooty").qposadr[0])
+        except KeyError as error:
+            raise ValueError(f"the MuJoCo model needs the joints 'rootx' and 'rooty': {error}") from None
+        self._elapsed_steps = 0
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict]:
+        self._elapsed_steps = 0
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        obs, forward_reward, _, _, info = super().step(action)
+        self._elapsed_steps += 1
+        n = self._elapsed_steps
+        qpos = self.data.qpos
+        x = float(qpos[self._x_index])
+        exited = x > self._exit_x
+        # The hinge angle is unbounded: wrap it so that a cheetah that rolled over fully counts as upright.
+        pitch = (float(qpos[self._pitch_index]) + math.pi) % (2 * math.pi) - math.pi
+        upright = abs(pitch) <= self.max_torso_angle
+        lecture_reward = 10.0 * (self.horizon - n) if exited else (1.0 if upright else 0.0)
+        forward_reward = float(forward_reward)
+        info["exited"] = exited
+        info["upright"] = upright
+        info["x_position"] = x
+        info["step"] = n
+        info["lecture_reward"] = lecture_reward
+        info["forward_reward"] = forward_reward
+        if self._lecture:
+            return obs, lecture_reward, exited, n >= self.horizon, info
+        return obs, forward_reward, False, n >= self.horizon, info
+
+
+def make_half_cheetah(reward: RewardName | ControlRewardModel = "lecture", **kwargs: Any) -> gym.Env:
+    """Entry point of ``rlhf_envs/HalfCheetah-v0``: a :class:`HalfCheetah`, in ``LearnedReward`` for a model.
+
+    With a reward model the env's own reward is the lecture's, kept as ``info["true_reward"]``.
+    """
+    if isinstance(reward, str):
+        return HalfCheetah(reward=reward, **kwargs)
+    if not callable(reward):
+        raise TypeError(
+            f"reward must be one of {REWARDS} or a callable reward model, got {type(reward).__name__}"
+        )
+    # Imported here so that making the env with a named reward does not import torch.
+    from rlhf_envs.rewards.learned import LearnedReward
+
+    return LearnedReward(HalfCheetah(reward="lecture", **kwargs), reward)
+
+
+# `gym.make` reads the render modes from its entry point before building the env.
+make_half_cheetah.metadata = HalfCheetah.metadata  # type: ignore[attr-defined]

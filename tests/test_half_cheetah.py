@@ -1,0 +1,165 @@
+"""rlhf_envs/HalfCheetah-v0: lecture reward on set states, Gymnasium parity, rendering, reward models."""
+
+from __future__ import annotations
+
+import copy
+import math
+import pickle
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import rlhf_envs  # noqa: F401  (registers the ids)
+from rlhf_envs.envs.half_cheetah import HalfCheetah
+from rlhf_envs.rewards import LearnedReward
+
+ENV_ID = "rlhf_envs/HalfCheetah-v0"
+ZERO = np.zeros(6, dtype=np.float32)
+
+
+def place(env: HalfCheetah, x: float = 0.0, pitch: float = 0.0) -> None:
+    """Put the cheetah at root x `x`, torso pitch `pitch`, high enough to be clear of the floor, at rest."""
+    qpos = env.init_qpos.copy()
+    qpos[0], qpos[1], qpos[2] = x, 0.5, pitch
+    env.set_state(qpos, np.zeros(env.model.nv))
+
+
+@pytest.mark.parametrize("reward", ["lecture", "forward"])
+def test_check_env_gymnasium_and_sb3(reward: str) -> None:
+    gym_check_env(HalfCheetah(reward=reward), skip_render_check=True)
+    sb3_check_env(HalfCheetah(reward=reward))
+    sb3_check_env(gym.make(ENV_ID, reward=lambda obs, action, next_obs: next_obs[8]))
+
+
+@pytest.mark.parametrize("n", [1, 7, 20])
+def test_exit_bonus_is_ten_times_remaining_steps(n: int) -> None:
+    env = HalfCheetah(horizon=20, frame_width=4.0)
+    env.reset(seed=0)
+    for _ in range(n - 1):
+        place(env, x=0.0)
+        assert env.step(ZERO)[1] == 1.0
+    place(env, x=2.5)  # past the right edge at frame_width / 2 = 2 m
+    _, reward, terminated, truncated, info = env.step(ZERO)
+    assert reward == 10.0 * (20 - n)
+    assert terminated and info["exited"] and info["step"] == n
+    assert truncated == (n == 20)
+    assert info["x_position"] > 2.0
+
+
+@pytest.mark.parametrize(
+    ("pitch", "upright"),
+    [(0.0, True), (0.8, True), (-0.8, True), (math.pi, False), (-math.pi / 2, False), (2 * math.pi, True)],
+)
+def test_upright_reward_follows_torso_pitch(pitch: float, upright: bool) -> None:
+    env = HalfCheetah(max_torso_angle=1.0)
+    env.reset(seed=0)
+    place(env, pitch=pitch)
+    _, reward, terminated, _, info = env.step(ZERO)
+    assert info["upright"] is upright and not info["exited"] and not terminated
+    assert reward == (1.0 if upright else 0.0)
+
+
+def test_leaving_left_neither_pays_nor_ends() -> None:
+    env = HalfCheetah(frame_width=4.0)
+    env.reset(seed=0)
+    place(env, x=-3.0, pitch=math.pi)
+    _, reward, terminated, _, info = env.step(ZERO)
+    assert (reward, terminated, info["exited"]) == (0.0, False, False)
+
+
+def test_forward_reward_matches_gymnasium() -> None:
+    ours = gym.make(ENV_ID, reward="forward")
+    theirs = gym.make("HalfCheetah-v5")
+    lecture = gym.make(ENV_ID)
+    actions = np.random.default_rng(0).uniform(-1, 1, size=(60, 6)).astype(np.float32)
+    obs_a, _ = ours.reset(seed=3)
+    obs_b, _ = theirs.reset(seed=3)
+    lecture.reset(seed=3)
+    assert np.array_equal(obs_a, obs_b)
+    for action in actions:
+        obs_a, reward_a, terminated, _, info = ours.step(action)
+        obs_b, reward_b, _, _, info_b = theirs.step(action)
+        assert reward_a == reward_b and np.array_equal(obs_a, obs_b)
+        assert info["forward_reward"] == reward_b == info_b["reward_forward"] + info_b["reward_ctrl"]
+        assert lecture.step(action)[4]["forward_reward"] == reward_b
+        assert not terminated
+
+
+def test_forward_reward_reports_exit_without_terminating() -> None:
+    env = HalfCheetah(reward="forward", frame_width=4.0)
+    env.reset(seed=0)
+    place(env, x=2.5)
+    _, _, terminated, _, info = env.step(ZERO)
+    assert info["exited"] and info["lecture_reward"] == 10.0 * (1000 - 1) and not terminated
+
+
+def test_info_carries_components_under_every_reward() -> None:
+    keys = {"exited", "upright", "x_position", "forward_reward", "lecture_reward", "step"}
+    for env in (
+        gym.make(ENV_ID),
+        gym.make(ENV_ID, reward="forward"),
+        gym.make(ENV_ID, reward=lambda o, a, n: 0.0),
+    ):
+        env.reset(seed=0)
+        assert keys <= env.step(env.action_space.sample())[4].keys()
+
+
+def test_truncates_at_its_own_horizon() -> None:
+    env = gym.make(ENV_ID, horizon=5)
+    env.reset(seed=0)
+    ends = [env.step(ZERO)[3] for _ in range(5)]
+    assert ends == [False] * 4 + [True]
+    assert gym.spec(ENV_ID).max_episode_steps is None  # no TimeLimit: N and the truncation agree
+
+
+def test_rgb_array_rendering_has_documented_size() -> None:
+    env = gym.make(ENV_ID, render_mode="rgb_array")
+    env.reset(seed=0)
+    frame = env.render()
+    assert frame.shape == (480, 480, 3) and frame.dtype == np.uint8 and frame.std() > 0
+    small = gym.make(ENV_ID, render_mode="rgb_array", width=64, height=48)
+    small.reset(seed=0)
+    assert small.render().shape == (48, 64, 3)
+
+
+def test_reward_model_plugs_in_and_true_reward_is_kept() -> None:
+    def model(obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray) -> float:
+        return float(next_obs[8] - obs[8]) + 0.5 * float(action[0])
+
+    learned = gym.make(ENV_ID, reward=model)
+    plain = gym.make(ENV_ID)
+    assert isinstance(learned.unwrapped, HalfCheetah)
+    obs, _ = learned.reset(seed=1)
+    plain.reset(seed=1)
+    for action in np.random.default_rng(1).uniform(-1, 1, size=(30, 6)).astype(np.float32):
+        next_obs, reward, _, _, info = learned.step(action)
+        _, true_reward, _, _, _ = plain.step(action)
+        assert reward == pytest.approx(model(obs, action, next_obs))
+        assert info["true_reward"] == true_reward == info["lecture_reward"]
+        obs = next_obs
+    assert isinstance(LearnedReward(HalfCheetah(reward="forward"), model), gym.Wrapper)
+
+
+def test_bad_arguments_name_the_problem() -> None:
+    with pytest.raises(ValueError, match="reward must be one of"):
+        HalfCheetah(reward="sideways")
+    with pytest.raises(TypeError, match="gym.make"):
+        HalfCheetah(reward=lambda o, a, n: 0.0)
+    with pytest.raises(TypeError, match="callable reward model"):
+        gym.make(ENV_ID, reward=3)
+    with pytest.raises(ValueError, match="horizon"):
+        HalfCheetah(horizon=0)
+    with pytest.raises(ValueError, match="frame_width"):
+        HalfCheetah(frame_width=-1.0)
+    with pytest.raises(ValueError, match="max_torso_angle"):
+        HalfCheetah(max_torso_angle=4.0)
+
+
+def test_copies_keep_the_arguments() -> None:
+    env = HalfCheetah(reward="forward", horizon=7, frame_width=3.0, ctrl_cost_weight=0.5)
+    for clone in (copy.deepcopy(env), pickle.loads(pickle.dumps(env))):
+        assert (clone.reward_name, clone.horizon, clone.frame_width) == ("forward", 7, 3.0)
+        assert clone._ctrl_cost_weight == 0.5
