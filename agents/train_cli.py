@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -16,6 +17,42 @@ from rlhf_envs.envs.tabular import value_iteration
 # --agent name -> "module:class"; imported only when chosen.
 AGENTS = {
     "q-learning": "agents.q_learning:QLearning",
+    "ppo": "agents.ppo:PPO",
+    "dqn": "agents.dqn:DQN",
+}
+
+# Per-(agent, env) hyperparameters, as in rl-baselines3-zoo; other pairs use the config defaults.
+HYPERPARAMETERS: dict[tuple[str, str], dict] = {
+    # Many cars on the batched core; returns span −1000 to +50, hence reward normalization.
+    ("ppo", "rlhf_envs/CarDriving-v0"): dict(
+        num_envs=256, n_steps=16, batch_size=1024, normalize_rewards=True
+    ),
+    ("dqn", "rlhf_envs/CarDriving-v0"): dict(reward_scale=0.01),
+    # rl-baselines3-zoo's tuned PPO for HalfCheetah (hyperparams/ppo.yml, HalfCheetah-v3).
+    ("ppo", "rlhf_envs/HalfCheetah-v0"): dict(
+        num_envs=1,
+        n_steps=512,
+        batch_size=64,
+        n_epochs=20,
+        learning_rate=2.0633e-05,
+        gamma=0.98,
+        gae_lambda=0.92,
+        clip_range=0.1,
+        clip_range_vf=None,
+        ent_coef=0.000401762,
+        vf_coef=0.58096,
+        max_grad_norm=0.8,
+        normalize_observations=True,
+        normalize_rewards=True,
+        net_arch=(256, 256),
+        activation="relu",
+        log_std_init=-2.0,
+        ortho_init=False,
+    ),
+    # MuJoCo steps on the host: a few envs, and more updates per step than on the batched cores.
+    ("dqn", "rlhf_envs/HalfCheetah-v0"): dict(
+        num_envs=4, learning_starts=5_000, batch_size=256, gradient_steps=1, target_update_interval=2_000
+    ),
 }
 
 
@@ -26,18 +63,64 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", default=None, help="write the trained agent to this path")
+    parser.add_argument(
+        "--logdir", default=None, help="TensorBoard logs, checkpoints and the learning curve (ppo, dqn)"
+    )
+    parser.add_argument(
+        "--checkpoint-every", type=int, default=None, help="env steps between checkpoints (default: steps/10)"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from LOGDIR/checkpoint.pt up to --steps in total"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     module_name, class_name = AGENTS[args.agent].split(":")
     agent_class = getattr(importlib.import_module(module_name), class_name)
-    agent = agent_class(args.env, device=args.device, seed=args.seed)
-    agent.learn(args.steps)
+    if args.agent == "q-learning":
+        if args.logdir or args.resume:
+            raise ValueError("--logdir and --resume work with --agent ppo or dqn, not q-learning")
+        agent = agent_class(args.env, device=args.device, seed=args.seed)
+        agent.learn(args.steps)
+    else:
+        agent = train_deep_agent(agent_class, args)
     if args.save:
         agent.save(args.save)
     if hasattr(agent, "q_table"):
         report_q_table(agent.q_table, gym.make(args.env).unwrapped)
     return 0
+
+
+def train_deep_agent(agent_class: type, args: argparse.Namespace):
+    """Train PPO or DQN to ``args.steps`` env steps in total, anew or from ``LOGDIR/checkpoint.pt``."""
+    from agents.base import CHECKPOINT_NAME
+    from agents.plotting import plot_learning_curve
+
+    logging: dict = {}
+    if args.logdir:
+        every = args.checkpoint_every if args.checkpoint_every is not None else max(args.steps // 10, 1)
+        logging = dict(logdir=args.logdir, checkpoint_every=every)
+    if args.resume:
+        if not args.logdir:
+            raise ValueError("--resume needs the --logdir of the run to continue")
+        checkpoint = Path(args.logdir) / CHECKPOINT_NAME
+        agent = agent_class.load(checkpoint, env=args.env, device=args.device, **logging)
+        remaining = args.steps - agent.num_timesteps
+        if remaining > 0:
+            agent.learn(remaining, reset_num_timesteps=False)
+    else:
+        config = HYPERPARAMETERS.get((args.agent, args.env), {})
+        agent = agent_class(args.env, device=args.device, seed=args.seed, **config, **logging)
+        agent.learn(args.steps)
+    Console().print(f"{args.agent}: {agent.num_timesteps} env steps on {args.env}")
+    if args.logdir:
+        agent.save(Path(args.logdir) / CHECKPOINT_NAME)
+        try:
+            curve = plot_learning_curve(args.logdir, Path(args.logdir) / "learning_curve.png")
+            Console().print(f"learning curve: {curve}")
+        except ValueError as error:  # no episode ended yet: nothing to plot
+            Console().print(f"no learning curve: {error}")
+    return agent
 
 
 def report_q_table(q_table: np.ndarray, env: gym.Env) -> None:

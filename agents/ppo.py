@@ -1,0 +1,315 @@
+"""Proximal Policy Optimization (Schulman et al. 2017), readable top to bottom.
+
+The lecture's learning problem, max_Θ E[Σ_n r(x_{n+1})] with a_n ~ π_Θ(· | x_n), solved by
+alternating two phases:
+
+1. rollout: step ``num_envs`` envs ``n_steps`` times with the current policy, storing observations,
+   actions, log-probabilities, rewards and values on the device (:meth:`PPO._collect_rollout`);
+2. update: GAE(λ) advantages, then ``n_epochs`` passes of minibatch gradient steps on the clipped
+   surrogate, the (clipped) value loss and an entropy bonus (:meth:`PPO._update`).
+
+The policy is a pluggable module (see :mod:`agents.policies`): an MLP actor-critic by default,
+any module with ``act``/``evaluate``/``value``/``deterministic_action``/``env_action`` otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from agents.base import BaseAlgorithm
+from agents.buffers import RolloutBuffer
+from agents.normalize import ObservationNormalizer, RewardNormalizer
+from agents.policies import ActorCriticPolicy, observation_batch
+from agents.schedules import LinearSchedule, Schedule, value_at
+
+
+@dataclass
+class PPOConfig:
+    """Hyperparameters of :class:`PPO`; each can be passed to ``PPO(env, **config)``.
+
+    Args:
+        num_envs: envs stepped in parallel (ignored when the env is already a vector env).
+        n_steps: steps per env in one rollout; a rollout is ``n_steps * num_envs`` transitions.
+        batch_size: transitions per minibatch gradient step.
+        n_epochs: passes over each rollout.
+        learning_rate: Adam's step size, a constant or a :class:`LinearSchedule` over training
+            (the default decays linearly to 0).
+        gamma: discount; None takes the env's own ``gamma`` if it has one (the tabular MDP's), else 0.99.
+        gae_lambda: λ of GAE(λ): 0 is the one-step TD advantage, 1 the Monte Carlo one.
+        clip_range: ε of the clipped surrogate, min(ρA, clip(ρ, 1 − ε, 1 + ε)A).
+        clip_range_vf: clip of the value update around the rollout's values; None for a plain MSE.
+        normalize_advantage: standardize advantages within each minibatch.
+        ent_coef: weight of the entropy bonus.
+        vf_coef: weight of the value loss.
+        max_grad_norm: the global gradient norm is clipped to this.
+        target_kl: stop the epochs early once the approximate KL to the rollout policy exceeds
+            1.5 × this (None: never; checking costs one host sync per minibatch).
+        normalize_observations: standardize Box observations with running statistics.
+        normalize_rewards: divide rewards by the running std of the discounted return.
+        net_arch: hidden layer widths of actor and critic (MLP policy).
+        activation: ``"tanh"`` or ``"relu"`` (MLP policy).
+        log_std_init: initial log-std of the Gaussian policy for Box actions.
+        ortho_init: orthogonal initialization of the MLP policy.
+        logdir: TensorBoard logs and checkpoints go here (None: neither).
+        checkpoint_every: write ``logdir/checkpoint.pt`` every this many env steps, at the end of
+            the rollout that crosses it (0: never).
+    """
+
+    num_envs: int = 64
+    n_steps: int = 32
+    batch_size: int = 512
+    n_epochs: int = 4
+    learning_rate: Schedule = LinearSchedule(1e-3, 0.0)
+    gamma: float | None = None
+    gae_lambda: float = 0.95
+    clip_range: float = 0.2
+    clip_range_vf: float | None = 0.2
+    normalize_advantage: bool = True
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    target_kl: float | None = None
+    normalize_observations: bool = False
+    normalize_rewards: bool = False
+    net_arch: tuple[int, ...] = (64, 64)
+    activation: str = "tanh"
+    log_std_init: float = 0.0
+    ortho_init: bool = True
+    logdir: str | None = None
+    checkpoint_every: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("num_envs", "n_steps", "batch_size", "n_epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.gamma is not None and not 0.0 <= self.gamma < 1.0:
+            raise ValueError(f"gamma must lie in [0, 1), got {self.gamma}")
+        if not 0.0 <= self.gae_lambda <= 1.0:
+            raise ValueError(f"gae_lambda must lie in [0, 1], got {self.gae_lambda}")
+        if not self.clip_range > 0:
+            raise ValueError(f"clip_range must be > 0, got {self.clip_range}")
+        if self.checkpoint_every and self.logdir is None:
+            raise ValueError("checkpoint_every needs a logdir to write the checkpoint to")
+        self.net_arch = tuple(self.net_arch)
+
+
+class PPO(BaseAlgorithm):
+    """PPO with a clipped surrogate, for Discrete or Box actions, on any env of this suite.
+
+    Args:
+        env: an env id, a Gymnasium env, or a vector env (gymnasium's with ``SAME_STEP`` autoreset,
+            or our batched cores, which stay on the device); None for an agent that only predicts.
+        device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+        seed: seeds the network initialization, the env resets and every sample; on the CPU the
+            same seed gives the same run.
+        policy: a policy module (default: :class:`ActorCriticPolicy` built from the config).
+        spaces: ``(observation_space, action_space)``, needed only without an env.
+        **config: fields of :class:`PPOConfig`.
+
+    Example::
+
+        agent = PPO("rlhf_envs/CarDriving-v0", normalize_rewards=True).learn(200_000)
+        action, _ = agent.predict(obs)
+    """
+
+    config_class = PPOConfig
+
+    def __init__(
+        self,
+        env: Any,
+        device: str | torch.device = "auto",
+        seed: int = 0,
+        policy: nn.Module | None = None,
+        spaces: tuple[gym.Space, gym.Space] | None = None,
+        **config: Any,
+    ) -> None:
+        super().__init__(env, device, seed, config, spaces)
+        cfg = self.config
+        env_gamma = getattr(getattr(self.env, "core", None), "gamma", None)
+        self.gamma = float(
+            cfg.gamma if cfg.gamma is not None else env_gamma if env_gamma is not None else 0.99
+        )
+        if policy is None:
+            policy = ActorCriticPolicy(
+                self.observation_space,
+                self.action_space,
+                net_arch=cfg.net_arch,
+                activation=cfg.activation,
+                log_std_init=cfg.log_std_init,
+                ortho_init=cfg.ortho_init,
+            )
+        self.policy = policy.to(self.device)
+        self.optimizer = torch.optim.Adam(
+            self.policy.parameters(), lr=value_at(cfg.learning_rate, 0.0), eps=1e-5
+        )
+
+        self.obs_normalizer = None
+        if cfg.normalize_observations:
+            if not isinstance(self.observation_space, gym.spaces.Box):
+                raise ValueError(
+                    f"normalize_observations needs a Box observation space, got {self.observation_space}"
+                )
+            self.obs_normalizer = ObservationNormalizer(self.observation_space.shape, self.device)
+        self.reward_normalizer = None
+        self.buffer = None
+        if self.env is not None:
+            if cfg.normalize_rewards:
+                self.reward_normalizer = RewardNormalizer(self.env.num_envs, self.gamma, self.device)
+            continuous = isinstance(self.action_space, gym.spaces.Box)
+            self.buffer = RolloutBuffer(
+                cfg.n_steps,
+                self.env.num_envs,
+                obs_shape=self.observation_space.shape,
+                obs_dtype=torch.float32 if isinstance(self.observation_space, gym.spaces.Box) else torch.long,
+                action_shape=(int(np.prod(self.action_space.shape)),) if continuous else (),
+                action_dtype=torch.float32 if continuous else torch.long,
+                device=self.device,
+            )
+
+    def learn(self, total_timesteps: int, progress_bar: bool = True, reset_num_timesteps: bool = True) -> PPO:
+        """Train for ``total_timesteps`` env steps (summed over parallel envs, rounded up to whole rollouts).
+
+        With ``reset_num_timesteps=False`` training continues where the last call (or the loaded
+        checkpoint) stopped, and the schedules run to the new total.
+        """
+        logger = self._start_learn(total_timesteps, reset_num_timesteps, progress_bar, desc="PPO")
+        rollout_size = self.config.n_steps * self.env.num_envs
+        try:
+            while self.num_timesteps < self._target_timesteps:
+                steps_before = self.num_timesteps
+                learning_rate = value_at(
+                    self.config.learning_rate, self.num_timesteps / self._target_timesteps
+                )
+                for group in self.optimizer.param_groups:
+                    group["lr"] = learning_rate
+                self._collect_rollout()
+                train_stats = self._update()
+                self.num_timesteps += rollout_size
+                episodes = {f"rollout/{name}": value for name, value in self.tracker.summary().items()}
+                logger.record(
+                    self.num_timesteps, {**episodes, **train_stats, "train/learning_rate": learning_rate}
+                )
+                logger.advance(rollout_size)
+                self._maybe_checkpoint(steps_before)
+        finally:
+            logger.close()
+        return self
+
+    def _collect_rollout(self) -> None:
+        """Fill the buffer with ``n_steps`` steps of every env, then compute advantages. No host syncs."""
+        obs = self._last_obs
+        for step in range(self.config.n_steps):
+            with torch.no_grad():
+                action, logprob, value = self.policy.act(obs)
+            next_obs, reward, terminated, truncated, info = self.env.step(self.policy.env_action(action))
+            done = terminated | truncated
+            self.tracker.update(reward, done)
+            next_obs = self._prepare_observation(next_obs, update=True)
+            reward = self.reward_normalizer(reward, done) if self.reward_normalizer else reward.float()
+            # A truncated episode did not end in the MDP: bootstrap its value from its last observation.
+            with torch.no_grad():
+                final_value = self.policy.value(self._prepare_observation(info["final_obs"], update=False))
+            reward = reward + self.gamma * final_value * truncated
+            self.buffer.add(step, obs, action, logprob, reward, done, value)
+            obs = next_obs
+        with torch.no_grad():
+            last_value = self.policy.value(obs)
+        self.buffer.compute_advantages(last_value, self.gamma, self.config.gae_lambda)
+        self._last_obs = obs
+
+    def _update(self) -> dict[str, float]:
+        """``n_epochs`` passes of minibatch steps on the PPO loss; returns the logged means."""
+        cfg = self.config
+        # policy loss, value loss, entropy, approximate KL, clip fraction: summed on the device.
+        totals = torch.zeros(5, device=self.device)
+        num_minibatches = 0
+        for _ in range(cfg.n_epochs):
+            for batch in self.buffer.minibatches(cfg.batch_size):
+                logprob, entropy, value = self.policy.evaluate(batch["obs"], batch["actions"])
+                log_ratio = logprob - batch["logprobs"]
+                ratio = log_ratio.exp()
+                with torch.no_grad():
+                    # The low-variance estimator of KL(π_old ‖ π) (Schulman's k3).
+                    approx_kl = ((ratio - 1) - log_ratio).mean()
+                if cfg.target_kl is not None and approx_kl.item() > 1.5 * cfg.target_kl:
+                    break
+
+                advantages = batch["advantages"]
+                if cfg.normalize_advantage and advantages.numel() > 1:
+                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+                clipped_ratio = ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range)
+                policy_loss = torch.max(-advantages * ratio, -advantages * clipped_ratio).mean()
+
+                returns = batch["returns"]
+                if cfg.clip_range_vf is None:
+                    value_loss = (value - returns).pow(2).mean()
+                else:
+                    value_clipped = batch["values"] + (value - batch["values"]).clamp(
+                        -cfg.clip_range_vf, cfg.clip_range_vf
+                    )
+                    value_loss = torch.max((value - returns).pow(2), (value_clipped - returns).pow(2)).mean()
+
+                entropy_mean = entropy.mean()
+                loss = policy_loss - cfg.ent_coef * entropy_mean + cfg.vf_coef * value_loss
+                self.optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+
+                clip_fraction = ((ratio - 1).abs() > cfg.clip_range).float().mean()
+                totals += torch.stack(
+                    [policy_loss, value_loss, entropy_mean, approx_kl, clip_fraction]
+                ).detach()
+                num_minibatches += 1
+            else:
+                continue
+            break  # target_kl was reached: stop the epochs too
+
+        values, returns = self.buffer.values.flatten(), self.buffer.returns.flatten()
+        explained_variance = 1 - (returns - values).var() / returns.var().clamp(min=1e-8)
+        means = (totals / max(num_minibatches, 1)).tolist()
+        stats = dict(
+            zip(("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction"), means, strict=True)
+        )
+        stats["explained_variance"] = explained_variance.item()
+        if isinstance(getattr(self.policy, "log_std", None), torch.Tensor):
+            stats["std"] = self.policy.log_std.exp().mean().item()
+        return {f"train/{name}": value for name, value in stats.items()}
+
+    def _prepare_observation(self, obs: torch.Tensor, update: bool) -> torch.Tensor:
+        if self.obs_normalizer is not None:
+            return self.obs_normalizer(obs, update=update)
+        return obs.float() if isinstance(self.observation_space, gym.spaces.Box) else obs
+
+    def predict(self, obs: Any, deterministic: bool = True) -> tuple[np.ndarray, None]:
+        """Actions for one observation or a batch of them, SB3-style ``(actions, None)``."""
+        obs_tensor, single = observation_batch(obs, self.observation_space, self.device)
+        with torch.no_grad():
+            x = self._prepare_observation(obs_tensor, update=False)
+            action = self.policy.deterministic_action(x) if deterministic else self.policy.act(x)[0]
+            action = self.policy.env_action(action).cpu().numpy()
+        return (action[0] if single else action), None
+
+    def _state_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "obs_normalizer": None if self.obs_normalizer is None else self.obs_normalizer.state_dict(),
+            "reward_normalizer": None
+            if self.reward_normalizer is None
+            else self.reward_normalizer.state_dict(),
+        }
+
+    def _load_state_dict(self, state: dict[str, Any]) -> None:
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.obs_normalizer is not None:
+            self.obs_normalizer.load_state_dict(state["obs_normalizer"])
+        if self.reward_normalizer is not None and state["reward_normalizer"] is not None:
+            self.reward_normalizer.load_state_dict(state["reward_normalizer"])
