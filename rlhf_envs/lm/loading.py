@@ -1,0 +1,106 @@
+"""Load a causal LM and its tokenizer: the embedded default, a Hugging Face id or path, or a loaded model.
+
+Every consumer of a language model (the TokenEnv, the reward-model trainer, the agents) goes through
+:func:`load_causal_lm`, so ``model="embedded"`` means the same thing everywhere and a tokenizer that
+does not fit its model is refused in one place.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from rlhf_envs.device import resolve_device
+
+#: Folder of the embedded default language model (``save_pretrained`` layout, tokenizer included).
+EMBEDDED_LM_DIR = Path(__file__).resolve().parent / "default"
+
+__all__ = ["EMBEDDED_LM_DIR", "check_vocabularies", "load_causal_lm", "load_tokenizer", "resolve_model_path"]
+
+
+def resolve_model_path(model: str | Path) -> str:
+    """``"embedded"`` becomes the embedded model's folder; any other id or path is returned as a string."""
+    if str(model) != "embedded":
+        return str(model)
+    if not (EMBEDDED_LM_DIR / "config.json").is_file():
+        raise FileNotFoundError(
+            f"the embedded language model is not in {EMBEDDED_LM_DIR} (no config.json); "
+            "pretrain it with `rlhf-envs pretrain` or pass a Hugging Face model id or local path"
+        )
+    return str(EMBEDDED_LM_DIR)
+
+
+def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
+    """Load a tokenizer by id or path; a missing pad token becomes the EOS token (GPT-2's convention)."""
+    return _with_pad_token(AutoTokenizer.from_pretrained(resolve_model_path(name_or_path)))
+
+
+def _with_pad_token(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"tokenizer {tokenizer.name_or_path!r} has neither a pad nor an EOS token")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def check_vocabularies(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Raise ``ValueError`` when ``tokenizer`` cannot drive ``model``.
+
+    The tokenizer may be smaller than the embedding matrix (models often pad their vocabulary to a
+    multiple of 64), but never larger, and both must agree on the EOS token when both name one.
+    """
+    model_vocab = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > model_vocab:
+        raise ValueError(
+            f"tokenizer has {len(tokenizer)} tokens but the model's vocabulary has {model_vocab}: "
+            "they do not belong together"
+        )
+    model_eos = model.config.eos_token_id
+    if isinstance(model_eos, list):
+        model_eos = model_eos[0]
+    if model_eos is not None and tokenizer.eos_token_id is not None and model_eos != tokenizer.eos_token_id:
+        raise ValueError(
+            f"tokenizer's EOS token id {tokenizer.eos_token_id} differs from the model's {model_eos}: "
+            "they do not belong together"
+        )
+
+
+def load_causal_lm(
+    model: str | Path | PreTrainedModel = "embedded",
+    tokenizer: str | Path | PreTrainedTokenizerBase | None = None,
+    device: str | torch.device = "auto",
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Return ``(model, tokenizer)`` with the model in eval mode on ``device``.
+
+    Args:
+        model: ``"embedded"`` (the default LM shipped in ``rlhf_envs/lm/default``), a Hugging Face
+            model id or local folder, or an already loaded ``PreTrainedModel`` (moved, not copied).
+        tokenizer: a tokenizer, an id or path to load one from, or ``None`` to load the model's own.
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``...
+
+    Raises:
+        ValueError: when the tokenizer's vocabulary does not fit the model's.
+    """
+    resolved = resolve_device(device)
+    if isinstance(model, PreTrainedModel):
+        if tokenizer is None:
+            source = model.config.name_or_path
+            if not source:
+                raise ValueError("pass `tokenizer`: the given model does not say where it was loaded from")
+            tokenizer = source
+        loaded = model
+    elif isinstance(model, str | Path):
+        loaded = AutoModelForCausalLM.from_pretrained(resolve_model_path(model))
+        tokenizer = model if tokenizer is None else tokenizer
+    else:
+        raise TypeError(
+            f"model must be 'embedded', an id or path, or a PreTrainedModel, got {type(model).__name__}"
+        )
+    if isinstance(tokenizer, PreTrainedTokenizerBase):
+        tokenizer = _with_pad_token(tokenizer)
+    else:
+        tokenizer = load_tokenizer(tokenizer)
+    check_vocabularies(loaded, tokenizer)
+    return loaded.to(resolved).eval(), tokenizer

@@ -1,0 +1,128 @@
+"""Who says which of two completions of a prompt is better.
+
+A text labeler is any callable ``(prompt, completion_a, completion_b) -> label | None`` with label
+1.0 when a is preferred, 0.0 when b is, and ``None`` for a skipped pair; :func:`collect_text_preferences`
+turns its answers into ``(prompt, chosen, rejected)`` rows of a :class:`TextPreferenceStore`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from typing import TextIO
+
+import numpy as np
+import torch
+from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+from rlhf_envs.preferences.bradley_terry import preference_probability
+from rlhf_envs.preferences.text import TextPreferenceStore
+
+TextLabeler = Callable[[str, str, str], "float | None"]
+
+__all__ = [
+    "SyntheticTextLabeler",
+    "TerminalTextLabeler",
+    "TextLabeler",
+    "VaderSentiment",
+    "collect_text_preferences",
+]
+
+
+class VaderSentiment:
+    """VADER's compound sentiment of the completion, in [−1, 1] (the default hidden score)."""
+
+    def __init__(self) -> None:
+        self._analyzer = SentimentIntensityAnalyzer()
+
+    def __call__(self, prompt: str, completion: str) -> float:
+        return float(self._analyzer.polarity_scores(completion)["compound"])
+
+
+class SyntheticTextLabeler:
+    """Boltzmann-rational choices from a hidden score: P(a ≻ b) = σ(β (s(x, a) − s(x, b))).
+
+    The stand-in for a human of Christiano et al. (2017) for text.
+
+    Args:
+        score: the hidden oracle ``(prompt, completion) -> float``; defaults to VADER's sentiment of
+            the completion, so the labels prefer positive text.
+        beta: rationality; larger is more consistent, 0 answers at random.
+        seed: seeds the labeler's own ``numpy.random.Generator``.
+    """
+
+    def __init__(
+        self, score: Callable[[str, str], float] | None = None, beta: float = 5.0, seed: int | None = None
+    ) -> None:
+        if not beta >= 0:
+            raise ValueError(f"beta must be >= 0, got {beta}")
+        self.score = score or VaderSentiment()
+        self.beta = beta
+        self.rng = np.random.default_rng(seed)
+
+    def probability(self, prompt: str, completion_a: str, completion_b: str) -> float:
+        """P(a ≻ b) under the hidden score."""
+        score_a = torch.tensor(self.score(prompt, completion_a), dtype=torch.float64)
+        score_b = torch.tensor(self.score(prompt, completion_b), dtype=torch.float64)
+        return float(preference_probability(score_a, score_b, self.beta))
+
+    def __call__(self, prompt: str, completion_a: str, completion_b: str) -> float:
+        return float(self.rng.random() < self.probability(prompt, completion_a, completion_b))
+
+
+class TerminalTextLabeler:
+    """Shows the prompt and two completions and reads the person's choice: ``1``, ``2`` or ``s`` (skip).
+
+    Args:
+        input_stream: where answers are read from (standard input by default; a ``StringIO`` in tests).
+        output_stream: where the pair and the question are written.
+    """
+
+    def __init__(self, input_stream: TextIO | None = None, output_stream: TextIO | None = None) -> None:
+        self.input_stream = input_stream or sys.stdin
+        self.output_stream = output_stream or sys.stdout
+
+    def __call__(self, prompt: str, completion_a: str, completion_b: str) -> float | None:
+        write = self.output_stream.write
+        write(f"\n=== prompt ===\n{prompt}\n--- 1 ---\n{completion_a}\n--- 2 ---\n{completion_b}\n")
+        while True:
+            write("Which completion is better? [1/2, s = skip] ")
+            self.output_stream.flush()
+            line = self.input_stream.readline()
+            if not line:  # end of input: nothing more will be answered
+                return None
+            answer = line.strip().lower()
+            if answer in ("1", "2"):
+                return 1.0 if answer == "1" else 0.0
+            if answer == "s":
+                return None
+            write(f"please answer 1, 2 or s, not {answer!r}\n")
+
+
+def collect_text_preferences(
+    store: TextPreferenceStore,
+    labeler: TextLabeler,
+    prompts: Sequence[str],
+    completions_a: Sequence[str],
+    completions_b: Sequence[str],
+) -> int:
+    """Ask ``labeler`` about each pair and append every answered one to ``store`` (one fsync each).
+
+    Returns the number of comparisons added (skipped pairs are not stored).
+    """
+    if not len(prompts) == len(completions_a) == len(completions_b):
+        raise ValueError(
+            f"got {len(prompts)} prompts, {len(completions_a)} and {len(completions_b)} completions; "
+            "they must be equally many"
+        )
+    added = 0
+    for prompt, a, b in zip(prompts, completions_a, completions_b, strict=True):
+        label = labeler(prompt, a, b)
+        if label is None:
+            continue
+        if label not in (0.0, 1.0):
+            raise ValueError(f"a text label is 1 (a preferred) or 0 (b preferred), got {label!r}")
+        chosen, rejected = (a, b) if label == 1.0 else (b, a)
+        store.add(prompt, chosen, rejected)
+        added += 1
+    return added

@@ -1,0 +1,79 @@
+"""Text reward models: HFRewardModel (TRL's sequence-classification convention) in the TokenEnv."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_lm import tiny_lm, tiny_reward_model, tiny_tokenizer
+
+from rlhf_envs.envs.token import TokenEnv
+from rlhf_envs.rewards.text import HFRewardModel, resolve_reward_model
+
+PROMPTS = ["the cat sat", "love", "a good day makes", "in the beginning", "the dog"]
+COMPLETIONS = [" on the mat", " and joy", " a happy heart", " was the word and the word was good", ""]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def classifier(tokenizer):
+    return tiny_reward_model(tokenizer)
+
+
+def one_by_one(classifier, tokenizer, prompts, completions) -> torch.Tensor:
+    scores = []
+    with torch.no_grad():
+        for prompt, completion in zip(prompts, completions, strict=True):
+            ids = tokenizer(prompt + completion, return_tensors="pt")["input_ids"]
+            scores.append(classifier(input_ids=ids).logits[0, 0])
+    return torch.stack(scores)
+
+
+def test_batched_scores_equal_one_text_at_a_time(classifier, tokenizer):
+    reward_model = HFRewardModel(classifier, tokenizer, device="cpu", batch_size=2)
+    scores = reward_model(PROMPTS, COMPLETIONS)
+    assert scores.shape == (5,) and scores.dtype == torch.float32
+    torch.testing.assert_close(
+        scores, one_by_one(classifier, tokenizer, PROMPTS, COMPLETIONS), atol=1e-5, rtol=0
+    )
+
+
+def test_loads_by_path_including_float16_weights(classifier, tokenizer, tmp_path):
+    half = {name: tensor.half() for name, tensor in classifier.state_dict().items()}
+    classifier.save_pretrained(tmp_path, state_dict=half)
+    tokenizer.save_pretrained(tmp_path)
+    reward_model = resolve_reward_model(str(tmp_path), device="cpu")
+    assert isinstance(reward_model, HFRewardModel) and reward_model.model.dtype == torch.float32
+    expected = one_by_one(classifier, tokenizer, PROMPTS, COMPLETIONS)
+    torch.testing.assert_close(reward_model(PROMPTS, COMPLETIONS), expected, atol=2e-2, rtol=0)
+
+
+def test_model_with_more_than_one_label_is_refused(tokenizer):
+    model = tiny_reward_model(tokenizer)
+    model.config.num_labels = 2
+    with pytest.raises(ValueError, match="num_labels=1"):
+        HFRewardModel(model, tokenizer, device="cpu")
+
+
+def test_callables_pass_through_and_bad_arguments_are_refused():
+    def reward(prompts, completions):
+        return torch.zeros(len(prompts))
+
+    assert resolve_reward_model(reward) is reward
+    with pytest.raises(TypeError, match="reward_model"):
+        resolve_reward_model(3)
+
+
+def test_token_env_reward_is_the_reward_models_score(classifier, tokenizer):
+    env = TokenEnv(
+        tiny_lm(tokenizer), tokenizer, PROMPTS, reward_model=classifier, max_new_tokens=3, device="cpu"
+    )
+    env.reset(seed=0)
+    for token in (30, 40, 50):
+        _, reward, _, truncated, info = env.step(token)
+    assert truncated and info["completion"] == tokenizer.decode([30, 40, 50])
+    expected = one_by_one(classifier, tokenizer, [info["prompt"]], [info["completion"]])
+    assert reward == pytest.approx(float(expected[0]), abs=1e-5) and reward == info["score"]

@@ -1,0 +1,234 @@
+"""TokenEnv and TokenVectorEnv on a tiny GPT-2 and a tiny byte-level BPE tokenizer built in the test."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+from gymnasium.utils.env_checker import check_env
+from stable_baselines3 import PPO
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+from tiny_lm import tiny_lm, tiny_tokenizer
+
+import rlhf_envs  # noqa: F401  (registers the env ids)
+from rlhf_envs.envs.token import TokenEnv, TokenVectorEnv, load_prompts
+
+PROMPTS = ["the cat sat", "a good day makes a happy heart, a bad", "love", "in the beginning was the word"]
+
+
+def length_reward(prompts: list[str], completions: list[str]) -> torch.Tensor:
+    return torch.tensor([float(len(text)) for text in completions])
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def lm(tokenizer):
+    return tiny_lm(tokenizer)
+
+
+def make_env(lm, tokenizer, **kwargs) -> TokenEnv:
+    kwargs = {
+        "prompts": PROMPTS,
+        "reward_model": length_reward,
+        "max_new_tokens": 6,
+        "device": "cpu",
+    } | kwargs
+    return TokenEnv(lm, tokenizer=tokenizer, **kwargs)
+
+
+def full_forward_logprobs(lm, input_ids: np.ndarray, attention_mask: np.ndarray, count: int) -> np.ndarray:
+    """log π(token) of the last ``count`` tokens from one forward pass over the whole left-padded sequence."""
+    ids = torch.as_tensor(input_ids)[None]
+    mask = torch.as_tensor(attention_mask, dtype=torch.long)[None]
+    with torch.no_grad():
+        logits = lm(
+            input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)
+        ).logits
+    logprobs = logits[0, :-1].log_softmax(-1).gather(1, ids[0, 1:, None])[:, 0]
+    return logprobs[-count:].numpy()
+
+
+def test_passes_gymnasium_and_sb3_env_checkers(lm, tokenizer):
+    env = make_env(lm, tokenizer)
+    check_env(env, skip_render_check=True)
+    sb3_check_env(env)
+
+
+def test_kv_cached_ref_logprobs_equal_a_full_forward_pass(lm, tokenizer):
+    env = make_env(lm, tokenizer, max_new_tokens=12, stop_at_eos=False)
+    rng = np.random.default_rng(0)
+    for seed in range(3):
+        obs, _ = env.reset(seed=seed)
+        cached = []
+        for _ in range(12):
+            obs, _, terminated, truncated, info = env.step(rng.integers(env.action_space.n))
+            cached.append(info["ref_logprob"])
+        assert truncated and not terminated
+        full = full_forward_logprobs(lm, obs["input_ids"], obs["attention_mask"], 12)
+        np.testing.assert_allclose(cached, full, atol=1e-5)
+
+
+def test_eos_terminates_and_max_new_tokens_truncates(lm, tokenizer):
+    env = make_env(lm, tokenizer, max_new_tokens=5)
+    obs, info = env.reset(seed=0)
+    prompt_tokens = int(obs["attention_mask"].sum())
+    _, reward, terminated, truncated, info = env.step(7)
+    assert (reward, terminated, truncated) == (0.0, False, False)
+    _, reward, terminated, truncated, info = env.step(tokenizer.eos_token_id)
+    assert terminated and not truncated
+    assert info["completion"] == tokenizer.decode([7]) and reward == info["score"] == 1.0
+    assert (info["prompt_length"], info["response_length"]) == (prompt_tokens, 2)
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(7)
+
+    env.reset(seed=1)
+    for step in range(5):
+        obs, reward, terminated, truncated, info = env.step(8)
+        assert terminated is False and truncated is (step == 4)
+    assert info["completion"] == tokenizer.decode([8] * 5) and reward == len(info["completion"])
+    # The observation is left-padded: the newest token is last.
+    assert obs["input_ids"][-1] == 8 and obs["attention_mask"][-1] == 1
+
+
+def test_kl_coef_adds_beta_times_ref_logprob_each_step(lm, tokenizer):
+    env = make_env(lm, tokenizer, kl_coef=0.5, max_new_tokens=3)
+    env.reset(seed=0)
+    for _ in range(3):
+        _, reward, _, truncated, info = env.step(9)
+    assert truncated
+    assert reward == pytest.approx(info["score"] + 0.5 * info["ref_logprob"], abs=1e-5)
+
+
+@pytest.mark.parametrize("as_tensors", [False, True])
+def test_vector_env_equals_single_envs_on_the_same_seeds(lm, tokenizer, as_tensors):
+    num_envs, steps, eos = 3, 40, tokenizer.eos_token_id
+    vector = TokenVectorEnv(
+        num_envs, lm, tokenizer, PROMPTS, length_reward, max_new_tokens=4, device="cpu", as_tensors=as_tensors
+    )
+    singles = [make_env(lm, tokenizer, max_new_tokens=4) for _ in range(num_envs)]
+    rng = np.random.default_rng(1)
+    actions = rng.integers(1, 60, (steps, num_envs))
+    # Episodes end at different steps, so rows restart one by one: episode 0 says EOS at steps 1, 5, 9...,
+    # episode 1 is truncated at steps 3, 7, 11..., episode 2 says EOS at random other steps.
+    actions[1::4, 0] = eos
+    actions[:, 2] = np.where((rng.random(steps) < 0.3) & (np.arange(steps) % 4 != 1), eos, actions[:, 2])
+
+    def numpy(value):
+        return value.cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+
+    obs, _ = vector.reset(seed=10)
+    single_obs = [env.reset(seed=10 + i)[0] for i, env in enumerate(singles)]
+    ended, slid_back = 0, False
+    for step in range(steps):
+        layer = vector.core.cache.layers[0]
+        start = layer.start
+        for i in range(num_envs):
+            for key in ("input_ids", "attention_mask"):
+                np.testing.assert_array_equal(numpy(obs[key])[i], single_obs[i][key])
+        batch = torch.as_tensor(actions[step]) if as_tensors else actions[step]
+        obs, rewards, terminated, truncated, info = vector.step(batch)
+        # The KV window wrapped around its buffer (not a fresh start of every episode): it must stay exact.
+        slid_back |= vector.core.cache.layers[0] is layer and layer.start < start
+        for i, env in enumerate(singles):
+            single_obs[i], reward, single_terminated, single_truncated, single_info = env.step(
+                actions[step, i]
+            )
+            assert numpy(rewards)[i] == pytest.approx(reward, abs=1e-5)
+            assert numpy(info["ref_logprob"])[i] == pytest.approx(single_info["ref_logprob"], abs=1e-5)
+            assert (bool(numpy(terminated)[i]), bool(numpy(truncated)[i])) == (
+                single_terminated,
+                single_truncated,
+            )
+            if single_terminated or single_truncated:
+                ended += 1
+                assert info["_final_obs"][i]
+                np.testing.assert_array_equal(
+                    numpy(info["final_obs"]["input_ids"])[i], single_obs[i]["input_ids"]
+                )
+                assert info["final_info"]["completion"][i] == single_info["completion"]
+                assert info["final_info"]["response_length"][i] == single_info["response_length"]
+                single_obs[i], _ = env.reset()  # the vector env restarted it in the same step
+    assert ended >= num_envs * 2 and slid_back
+
+
+def test_gym_make_and_make_vec(lm, tokenizer):
+    kwargs = {"model": lm, "tokenizer": tokenizer, "prompts": PROMPTS, "reward_model": length_reward}
+    longest = max(len(ids) for ids in tokenizer(PROMPTS)["input_ids"])
+    env = gym.make("rlhf_envs/TokenEnv-v0", max_new_tokens=3, device="cpu", **kwargs)
+    assert env.reset(seed=0)[0]["input_ids"].shape == (longest + 3,)
+    vector = gym.make_vec(
+        "rlhf_envs/TokenEnv-v0", num_envs=2, vectorization_mode="vector_entry_point", device="cpu", **kwargs
+    )
+    assert isinstance(vector.unwrapped, TokenVectorEnv)
+    assert vector.reset(seed=0)[0]["input_ids"].shape == (2, longest + 48)  # max_new_tokens defaults to 48
+
+
+def test_sb3_ppo_runs_a_few_hundred_steps(lm, tokenizer):
+    env = make_env(lm, tokenizer, max_new_tokens=4)
+    model = PPO("MultiInputPolicy", env, n_steps=64, batch_size=32, n_epochs=1, seed=0, device="cpu")
+    model.learn(total_timesteps=256)
+    assert model.num_timesteps == 256
+
+
+def test_prompts_from_text_jsonl_and_dataset(tmp_path):
+    text = tmp_path / "prompts.txt"
+    text.write_text("first prompt\n\nsecond prompt\n")
+    jsonl = tmp_path / "prompts.jsonl"
+    jsonl.write_text("\n".join(json.dumps({"prompt": p}) for p in ["a\nmulti-line prompt", "b"]))
+    assert load_prompts(text) == ["first prompt", "second prompt"]
+    assert load_prompts(jsonl) == ["a\nmulti-line prompt", "b"]
+    assert load_prompts(Dataset.from_dict({"prompt": ["x", "y"]})) == ["x", "y"]
+    jsonl.write_text('{"prompt": "ok"}\n{"text": "no prompt"}\n')
+    with pytest.raises(ValueError, match="line 2"):
+        load_prompts(jsonl)
+    with pytest.raises(ValueError, match="'prompt' column"):
+        load_prompts(Dataset.from_dict({"text": ["x"]}))
+
+
+def test_tokenizer_that_does_not_fit_the_model_is_refused(tokenizer):
+    small = tiny_lm(tiny_tokenizer(vocab_size=280))
+    with pytest.raises(ValueError, match="vocabulary"):
+        make_env(small, tokenizer)
+
+
+def test_prompt_longer_than_the_context_is_refused(lm, tokenizer):
+    with pytest.raises(ValueError, match="context"):
+        make_env(lm, tokenizer, prompts=["the cat sat on the mat " * 20])
+    with pytest.raises(ValueError, match="prompt 1 has"):
+        make_env(lm, tokenizer, max_prompt_tokens=5)
+
+
+@pytest.mark.parametrize(
+    ("reward_model", "message"),
+    [
+        (lambda prompts, completions: torch.full((len(completions),), float("nan")), "non-finite"),
+        (lambda prompts, completions: torch.zeros(len(completions), 1), "shape"),
+        (lambda prompts, completions: [0.0] * len(completions), "torch.Tensor"),
+    ],
+)
+def test_bad_reward_model_output_is_refused(lm, tokenizer, reward_model, message):
+    env = make_env(lm, tokenizer, reward_model=reward_model, max_new_tokens=1)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=message):
+        env.step(5)
+
+
+def test_action_outside_the_vocabulary_is_refused(lm, tokenizer):
+    env = make_env(lm, tokenizer)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        env.step(env.action_space.n)
+    vector = TokenVectorEnv(2, lm, tokenizer, PROMPTS, length_reward, device="cpu", as_tensors=True)
+    vector.reset(seed=0)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        vector.step(torch.tensor([3, -1]))
+    with pytest.raises(ValueError, match="integer"):
+        vector.step(np.array([1.5, 2.0]))
