@@ -14,15 +14,6 @@ from rlhf_envs.cli import main
 from rlhf_envs.envs.car import CarDrivingVectorEnv
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Small networks run fastest on one thread, and the machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def car_arrival_rate(agent, episodes: int = 100, seed: int = 0) -> float:
     """Share of ``episodes`` seeded car episodes that reach the destination without a collision."""
     env = CarDrivingVectorEnv(num_envs=episodes, device="cpu")

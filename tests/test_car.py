@@ -30,15 +30,6 @@ DECELERATE, KEEP, ACCELERATE = 0, 1, 2
 CONFIG = CarDrivingConfig()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # These tensors are small: on a busy 2-core machine a second intra-op thread only adds waiting.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def rollout_rates(policy, num_envs: int = 1000, seed: int = 0, **config) -> dict[str, float]:
     """Arrival and collision rates and mean returns of ``policy(obs) -> actions`` over one episode each."""
     env = CarDrivingVectorEnv(num_envs, device="cpu", as_tensors=True, **config)

@@ -15,7 +15,6 @@ import gymnasium as gym
 import imageio.v3 as iio
 import numpy as np
 import pytest
-import torch
 
 from rlhf_envs.preferences import (
     JsonlStore,
@@ -30,15 +29,6 @@ from rlhf_envs.preferences import (
 from rlhf_envs.preferences.labelers import HumanLabeler, SyntheticLabeler
 from rlhf_envs.preferences.trainer import PreferenceConfig, PreferenceTrainer, label_schedule
 from rlhf_envs.rewards import LearnedReward, TrajectoryRewardConfig, TrajectoryRewardModel
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models: more threads only fight over the shared cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_segment(

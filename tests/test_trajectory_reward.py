@@ -18,15 +18,6 @@ OBS_WEIGHTS = np.array([1.5, -1.0, 0.5, 0.0])
 ACTION_WEIGHTS = np.array([0.5, -0.5, 0.0])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models: more threads only fight over the shared cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def linear_reward(obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
     return obs @ OBS_WEIGHTS + ACTION_WEIGHTS[actions]
 
