@@ -10,10 +10,16 @@ alternating two phases:
 
 The policy is a pluggable module (see :mod:`agents.policies`): an MLP actor-critic by default,
 any module with ``act``/``evaluate``/``value``/``deterministic_action``/``env_action`` otherwise.
+On the TokenEnv the policy is the language model with a value head (:mod:`agents.token_policy`),
+each token's reward carries the KL penalty −β (log π − log π_pt) and β follows an adaptive
+controller (:mod:`agents.kl_control`); a policy with ``evaluates_sequences`` is updated on
+minibatches of whole env columns, so that one forward pass scores all tokens of an episode.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,9 +30,19 @@ from torch import nn
 
 from agents.base import BaseAlgorithm
 from agents.buffers import RolloutBuffer
+from agents.kl_control import AdaptiveKLController, FixedKLController, KLPenalty
 from agents.normalize import ObservationNormalizer, RewardNormalizer
 from agents.policies import ActorCriticPolicy, observation_batch
 from agents.schedules import LinearSchedule, Schedule, value_at
+from agents.token_policy import (
+    TOKEN_ENV_PPO_DEFAULTS,
+    TokenActorCritic,
+    is_token_env,
+    is_token_observation_space,
+    pack_observation,
+    token_vector_env,
+)
+from rlhf_envs.device import resolve_device
 
 
 @dataclass
@@ -59,6 +75,18 @@ class PPOConfig:
         logdir: TensorBoard logs and checkpoints go here (None: neither).
         checkpoint_every: write ``logdir/checkpoint.pt`` every this many env steps, at the end of
             the rollout that crosses it (0: never).
+        kl_coef: β of the per-step KL penalty −β (log π − log π_ref) for envs that report the
+            reference's log-probability of each action in ``info["ref_logprob"]`` (the TokenEnv);
+            None: no penalty.
+        kl_target: adapt β so that the KL per episode approaches this (Ziegler et al. 2019); None: β fixed.
+        kl_horizon: env steps over which the adaptive controller changes β by a factor e^0.2 at most.
+        whiten_rewards: with ``kl_coef``, standardize the rewards of the steps that end an episode
+            within each rollout (the reward model's scores on the TokenEnv).
+        bootstrap_truncated: add γ V(final observation) to the reward of truncated episodes; False
+            where the time limit is part of the task (the TokenEnv scores the text at N tokens).
+
+    ``PPO(token_env)`` starts from :data:`agents.token_policy.TOKEN_ENV_PPO_DEFAULTS` instead of these
+    defaults (γ = 1, the KL penalty with the adaptive controller, LM learning rates); options given win.
     """
 
     num_envs: int = 64
@@ -83,13 +111,23 @@ class PPOConfig:
     ortho_init: bool = True
     logdir: str | None = None
     checkpoint_every: int = 0
+    kl_coef: float | None = None
+    kl_target: float | None = None
+    kl_horizon: int = 10_000
+    whiten_rewards: bool = False
+    bootstrap_truncated: bool = True
 
     def __post_init__(self) -> None:
         for name in ("num_envs", "n_steps", "batch_size", "n_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.gamma is not None and not 0.0 <= self.gamma < 1.0:
-            raise ValueError(f"gamma must lie in [0, 1), got {self.gamma}")
+        # γ = 1 is for episodes of bounded length (the TokenEnv's N tokens).
+        if self.gamma is not None and not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"gamma must lie in [0, 1], got {self.gamma}")
+        if self.kl_coef is not None and self.kl_coef < 0:
+            raise ValueError(f"kl_coef must be >= 0, got {self.kl_coef}")
+        if self.kl_target is not None and (self.kl_coef is None or self.kl_target <= 0):
+            raise ValueError(f"kl_target needs kl_coef > 0 and must be > 0, got {self.kl_target}")
         if not 0.0 <= self.gae_lambda <= 1.0:
             raise ValueError(f"gae_lambda must lie in [0, 1], got {self.gae_lambda}")
         if not self.clip_range > 0:
@@ -116,6 +154,12 @@ class PPO(BaseAlgorithm):
 
         agent = PPO("rlhf_envs/CarDriving-v0", normalize_rewards=True).learn(200_000)
         action, _ = agent.predict(obs)
+
+    On the TokenEnv (an id, a ``TokenEnv`` or a ``TokenVectorEnv``) the actor is a copy of the env's
+    reference LM and :meth:`save` writes a Hugging Face model folder::
+
+        agent = PPO(TokenVectorEnv(64, reward_model=my_reward_model), kl_target=3.0).learn(100_000)
+        agent.save("fine-tuned")  # AutoModelForCausalLM.from_pretrained("fine-tuned")
     """
 
     config_class = PPOConfig
@@ -129,13 +173,21 @@ class PPO(BaseAlgorithm):
         spaces: tuple[gym.Space, gym.Space] | None = None,
         **config: Any,
     ) -> None:
+        if env is not None and is_token_env(env):
+            config = {**TOKEN_ENV_PPO_DEFAULTS, **config}
+            env = token_vector_env(env, config["num_envs"], resolve_device(device))
         super().__init__(env, device, seed, config, spaces)
         cfg = self.config
+        self.token_observations = is_token_observation_space(self.observation_space)
         env_gamma = getattr(getattr(self.env, "core", None), "gamma", None)
         self.gamma = float(
             cfg.gamma if cfg.gamma is not None else env_gamma if env_gamma is not None else 0.99
         )
-        if policy is None:
+        if policy is None and self.token_observations:
+            if self.env is None:
+                raise ValueError("a TokenEnv policy is a copy of the env's reference LM: pass the env")
+            policy = TokenActorCritic(self.env.core.model, self.env.core.tokenizer)
+        elif policy is None:
             policy = ActorCriticPolicy(
                 self.observation_space,
                 self.action_space,
@@ -158,14 +210,33 @@ class PPO(BaseAlgorithm):
             self.obs_normalizer = ObservationNormalizer(self.observation_space.shape, self.device)
         self.reward_normalizer = None
         self.buffer = None
+        self.kl_penalty = None
         if self.env is not None:
             if cfg.normalize_rewards:
                 self.reward_normalizer = RewardNormalizer(self.env.num_envs, self.gamma, self.device)
+            if cfg.kl_coef is not None:
+                if getattr(getattr(self.env, "core", None), "kl_coef", 0.0):
+                    raise ValueError(
+                        "the env already adds β·log π_pt to its rewards (its kl_coef > 0): build it with "
+                        "kl_coef=0 for PPO's KL penalty, or pass kl_coef=None to PPO"
+                    )
+                controller = (
+                    FixedKLController(cfg.kl_coef)
+                    if cfg.kl_target is None
+                    else AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
+                )
+                self.kl_penalty = KLPenalty(
+                    controller, cfg.n_steps, self.env.num_envs, cfg.whiten_rewards, self.device
+                )
             continuous = isinstance(self.action_space, gym.spaces.Box)
+            # Token observations are stored packed (see agents.token_policy.pack_observation).
+            obs_space = (
+                self.observation_space["input_ids"] if self.token_observations else self.observation_space
+            )
             self.buffer = RolloutBuffer(
                 cfg.n_steps,
                 self.env.num_envs,
-                obs_shape=self.observation_space.shape,
+                obs_shape=obs_space.shape,
                 obs_dtype=torch.float32 if isinstance(self.observation_space, gym.spaces.Box) else torch.long,
                 action_shape=(int(np.prod(self.action_space.shape)),) if continuous else (),
                 action_dtype=torch.float32 if continuous else torch.long,
@@ -192,6 +263,9 @@ class PPO(BaseAlgorithm):
                 train_stats = self._update()
                 self.num_timesteps += rollout_size
                 episodes = {f"rollout/{name}": value for name, value in self.tracker.summary().items()}
+                if self.kl_penalty is not None:
+                    kl_stats = self.kl_penalty.history[-1]
+                    episodes |= {"rollout/kl": kl_stats.kl, "train/kl_coef": kl_stats.kl_coef}
                 logger.record(
                     self.num_timesteps, {**episodes, **train_stats, "train/learning_rate": learning_rate}
                 )
@@ -212,12 +286,18 @@ class PPO(BaseAlgorithm):
             self.tracker.update(reward, done)
             next_obs = self._prepare_observation(next_obs, update=True)
             reward = self.reward_normalizer(reward, done) if self.reward_normalizer else reward.float()
-            # A truncated episode did not end in the MDP: bootstrap its value from its last observation.
-            with torch.no_grad():
-                final_value = self.policy.value(self._prepare_observation(info["final_obs"], update=False))
-            reward = reward + self.gamma * final_value * truncated
+            if self.kl_penalty is not None:
+                self.kl_penalty.record(step, logprob, info["ref_logprob"])
+            if self.config.bootstrap_truncated:
+                # A truncated episode did not end in the MDP: bootstrap its value from its last observation.
+                with torch.no_grad():
+                    final_obs = self._prepare_observation(info["final_obs"], update=False)
+                    final_value = self.policy.value(final_obs)
+                reward = reward + self.gamma * final_value * truncated
             self.buffer.add(step, obs, action, logprob, reward, done, value)
             obs = next_obs
+        if self.kl_penalty is not None:
+            self.buffer.rewards = self.kl_penalty.penalize(self.buffer.rewards, self.buffer.dones)
         with torch.no_grad():
             last_value = self.policy.value(obs)
         self.buffer.compute_advantages(last_value, self.gamma, self.config.gae_lambda)
@@ -229,9 +309,16 @@ class PPO(BaseAlgorithm):
         # policy loss, value loss, entropy, approximate KL, clip fraction: summed on the device.
         totals = torch.zeros(5, device=self.device)
         num_minibatches = 0
+        sequences = getattr(self.policy, "evaluates_sequences", False)
         for _ in range(cfg.n_epochs):
-            for batch in self.buffer.minibatches(cfg.batch_size):
-                logprob, entropy, value = self.policy.evaluate(batch["obs"], batch["actions"])
+            batches = self._column_minibatches() if sequences else self.buffer.minibatches(cfg.batch_size)
+            for batch in batches:
+                if sequences:
+                    logprob, entropy, value = self.policy.evaluate(
+                        batch["obs"], batch["actions"], batch["dones"]
+                    )
+                else:
+                    logprob, entropy, value = self.policy.evaluate(batch["obs"], batch["actions"])
                 log_ratio = logprob - batch["logprobs"]
                 ratio = log_ratio.exp()
                 with torch.no_grad():
@@ -282,7 +369,18 @@ class PPO(BaseAlgorithm):
             stats["std"] = self.policy.log_std.exp().mean().item()
         return {f"train/{name}": value for name, value in stats.items()}
 
+    def _column_minibatches(self) -> Iterator[dict[str, torch.Tensor]]:
+        """One epoch in minibatches of whole env columns ([n_steps, m], ``m * n_steps`` ≈ batch_size),
+        with their dones: for policies that evaluate an episode's steps together."""
+        buffer = self.buffer
+        envs_per_batch = max(1, self.config.batch_size // buffer.num_steps)
+        names = ("obs", "actions", "logprobs", "values", "advantages", "returns", "dones")
+        for columns in torch.randperm(buffer.num_envs, device=self.device).split(envs_per_batch):
+            yield {name: getattr(buffer, name)[:, columns] for name in names}
+
     def _prepare_observation(self, obs: torch.Tensor, update: bool) -> torch.Tensor:
+        if self.token_observations:
+            return pack_observation(obs)
         if self.obs_normalizer is not None:
             return self.obs_normalizer(obs, update=update)
         return obs.float() if isinstance(self.observation_space, gym.spaces.Box) else obs
@@ -295,6 +393,14 @@ class PPO(BaseAlgorithm):
             action = self.policy.deterministic_action(x) if deterministic else self.policy.act(x)[0]
             action = self.policy.env_action(action).cpu().numpy()
         return (action[0] if single else action), None
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write a checkpoint to ``path``; for a language-model policy, a Hugging Face model folder
+        (``AutoModelForCausalLM.from_pretrained(path)`` loads it; the value head is saved beside it)."""
+        if isinstance(self.policy, TokenActorCritic):
+            self.policy.save_pretrained(path)
+        else:
+            super().save(path)
 
     def _state_dict(self) -> dict[str, Any]:
         return {

@@ -87,6 +87,12 @@ def make_tensor_vector_env(env: Any, num_envs: int, device: torch.device) -> Vec
         return TorchVectorEnv(SyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.SAME_STEP), device)
     if isinstance(env, CoreVectorEnv):
         return CoreVectorEnv(env.core.to(device), env.num_envs, as_tensors=True)
+    if (
+        isinstance(env, VectorEnv)
+        and getattr(env, "as_tensors", False)
+        and getattr(env, "device", None) == device
+    ):
+        return env  # already speaks tensors on this device (the TokenVectorEnv PPO prepares)
     if isinstance(env, VectorEnv):
         if env.metadata.get("autoreset_mode") != AutoresetMode.SAME_STEP:
             raise ValueError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_agents_common import car_arrival_rate, one_torch_thread  # noqa: F401  (autouse fixture)
+from test_agents_common import car_arrival_rate
 
 import rlhf_envs  # noqa: F401  (registers the env ids)
 from agents import PPO

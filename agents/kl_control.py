@@ -1,0 +1,123 @@
+"""The KL penalty of RLHF and the controllers that set its weight β.
+
+Fine-tuning a language model π against a reward model r_φ maximizes, per episode (Stiennon et al. 2020),
+
+    E_π[r_φ(x, y)] − β · KL(π ‖ π_pt),   KL(π ‖ π_pt) = E_π[Σ_n log π(t_n | s_n) − log π_pt(t_n | s_n)],
+
+so every token's reward is −β (log π − log π_pt) and the last token adds r_φ(x, y).
+:class:`KLPenalty` turns a rollout's env rewards and log-probabilities into those per-token rewards;
+β comes from a :class:`FixedKLController` or an :class:`AdaptiveKLController` (Ziegler et al. 2019),
+which steers the measured KL towards a target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["AdaptiveKLController", "FixedKLController", "KLPenalty", "KLStats"]
+
+
+class FixedKLController:
+    """A constant β."""
+
+    def __init__(self, kl_coef: float) -> None:
+        if kl_coef < 0:
+            raise ValueError(f"kl_coef must be >= 0, got {kl_coef}")
+        self.value = float(kl_coef)
+
+    def update(self, current_kl: float, num_steps: int) -> float:
+        """β stays as it is; returns it."""
+        return self.value
+
+
+class AdaptiveKLController:
+    """β ← β (1 + K_β e), e = clip(KL / KL_target − 1, −0.2, 0.2), K_β = ``num_steps`` / ``horizon``.
+
+    The proportional controller of Ziegler et al. (2019, eq. 2): β grows while the measured KL per
+    episode exceeds the target and shrinks while it is below, by at most 20 % of K_β per update.
+
+    Args:
+        init_kl_coef: β at the start.
+        target: KL_target, the wanted KL(π ‖ π_pt) per episode, in nats.
+        horizon: env steps over which an error of 20 % changes β by a factor e^0.2.
+    """
+
+    def __init__(self, init_kl_coef: float, target: float, horizon: int) -> None:
+        if init_kl_coef <= 0:
+            raise ValueError(f"the adaptive controller needs init_kl_coef > 0, got {init_kl_coef}")
+        if target <= 0:
+            raise ValueError(f"target KL must be > 0, got {target}")
+        if horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {horizon}")
+        self.value, self.target, self.horizon = float(init_kl_coef), float(target), int(horizon)
+
+    def update(self, current_kl: float, num_steps: int) -> float:
+        """Adjust β after a rollout of ``num_steps`` env steps that measured ``current_kl``; returns β."""
+        error = min(max(current_kl / self.target - 1.0, -0.2), 0.2)
+        self.value *= 1.0 + error * num_steps / self.horizon
+        return self.value
+
+
+@dataclass
+class KLStats:
+    """What one rollout measured: the KL per episode, the mean raw reward of the episodes' last
+    steps (the reward model's score on the TokenEnv; None if no episode ended), and the β used."""
+
+    kl: float
+    score: float | None
+    kl_coef: float
+
+
+class KLPenalty:
+    """Per-token rewards: the env's reward (its last step's optionally whitened) minus β (log π − log π_pt).
+
+    On the TokenEnv (``kl_coef=0``) the env's reward is the reward model's score on the last token of
+    each episode, so the result is Stiennon et al.'s reward. Each step's log-probabilities are
+    recorded during the rollout; :meth:`penalize` then shapes the rollout's rewards with the β in
+    force during it, and updates the controller with the KL the rollout measured.
+
+    Args:
+        controller: a :class:`FixedKLController` or :class:`AdaptiveKLController`.
+        num_steps, num_envs: the rollout's shape.
+        whiten_rewards: standardize the rewards of the steps that end an episode (mean 0, std 1 over
+            the rollout), so that β weighs the KL against a reward of unit scale whatever the reward model.
+        device: where the rollout's tensors live.
+    """
+
+    def __init__(
+        self,
+        controller: FixedKLController | AdaptiveKLController,
+        num_steps: int,
+        num_envs: int,
+        whiten_rewards: bool,
+        device: torch.device,
+    ) -> None:
+        self.controller = controller
+        self.whiten_rewards = whiten_rewards
+        self.kl = torch.zeros(num_steps, num_envs, device=device)
+        #: One :class:`KLStats` per rollout, oldest first (for learning curves).
+        self.history: list[KLStats] = []
+
+    def record(self, step: int, logprob: torch.Tensor, ref_logprob: torch.Tensor) -> None:
+        """Store log π − log π_pt of the tokens taken at step ``step`` of the rollout."""
+        self.kl[step] = logprob - ref_logprob
+
+    def penalize(self, rewards: torch.Tensor, dones: torch.Tensor) -> torch.Tensor:
+        """Shaped rewards [T, B] from the rollout's env rewards and dones; then β is updated."""
+        beta = self.controller.value
+        dones = dones.bool()
+        final_rewards = rewards[dones]
+        if self.whiten_rewards and final_rewards.numel() > 1:
+            whitened = (rewards - final_rewards.mean()) / (final_rewards.std() + 1e-8)
+            rewards = torch.where(dones, whitened, rewards)
+        shaped = rewards - beta * self.kl
+        # An episode's KL is the sum over its tokens; the rollout holds `count` episode ends.
+        kl_sum, count, score_sum = torch.stack(
+            [self.kl.sum(), dones.sum().float(), final_rewards.sum()]
+        ).tolist()
+        stats = KLStats(kl=kl_sum / max(count, 1.0), score=score_sum / count if count else None, kl_coef=beta)
+        self.history.append(stats)
+        self.controller.update(stats.kl, self.kl.numel())
+        return shaped

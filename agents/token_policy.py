@@ -1,0 +1,333 @@
+"""The PPO policy for the TokenEnv: the language model itself as the actor, a value head as the critic.
+
+:class:`TokenActorCritic` speaks the interface of :class:`agents.policies.ActorCriticPolicy`, so
+:class:`agents.PPO` trains it like any other policy. Two things differ inside:
+
+* ``act`` keeps its own KV cache, aligned with the env's observation window: each step costs one
+  decoding step of one token per episode, and episodes the env restarted are re-prefilled.
+* ``evaluate`` receives whole env columns ([T, m] steps with their ``dones``; PPO does this for a
+  policy with ``evaluates_sequences = True``): all steps of one episode share one forward pass over
+  its last observation plus its last token, instead of one pass over the whole context per step.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import gymnasium as gym
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.distributions import Categorical
+
+# transformers and the TokenEnv load only when a language model is used: `import agents` stays light
+# for the control envs.
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers.cache_utils import DynamicCache
+
+    from rlhf_envs.envs.token import TokenVectorEnv
+
+TOKEN_ENV_MODULE = "rlhf_envs.envs.token"
+
+VALUE_HEAD_FILE = "value_head.safetensors"
+
+#: PPO options for the TokenEnv where they differ from the control envs' defaults (the user's win).
+#: γ = 1 and no bootstrap at truncation: the episode ends at N tokens, where r_φ scores the text;
+#: the small constant learning rate, value weight and gradient clip of LM fine-tuning (as in TRL);
+#: the KL penalty with the adaptive controller of Ziegler et al. (2019).
+TOKEN_ENV_PPO_DEFAULTS: dict[str, Any] = {
+    "num_envs": 64,
+    "n_steps": 32,
+    "batch_size": 512,
+    "n_epochs": 4,
+    "learning_rate": 1e-5,
+    "gamma": 1.0,
+    "gae_lambda": 0.95,
+    "clip_range_vf": 0.2,
+    "vf_coef": 0.1,
+    "max_grad_norm": 1.0,
+    "kl_coef": 0.2,
+    "kl_target": 6.0,
+    "kl_horizon": 10_000,
+    "whiten_rewards": True,
+    "bootstrap_truncated": False,
+}
+
+__all__ = [
+    "TOKEN_ENV_PPO_DEFAULTS",
+    "TokenActorCritic",
+    "is_token_env",
+    "is_token_observation_space",
+    "pack_observation",
+    "token_vector_env",
+]
+
+
+def is_token_observation_space(space: Any) -> bool:
+    """True for the TokenEnv's ``Dict(input_ids, attention_mask)`` observations."""
+    spaces = getattr(space, "spaces", None)
+    return isinstance(spaces, dict) and set(spaces) == {"input_ids", "attention_mask"}
+
+
+def is_token_env(env: Any) -> bool:
+    """True for a TokenEnv id, a (wrapped) :class:`TokenEnv` or a :class:`TokenVectorEnv`."""
+    if isinstance(env, str):
+        return gym.spec(env).entry_point == f"{TOKEN_ENV_MODULE}:TokenEnv"
+    token = sys.modules.get(TOKEN_ENV_MODULE)  # a TokenEnv object exists only once its module is loaded
+    return token is not None and isinstance(
+        getattr(env, "unwrapped", env), token.TokenEnv | token.TokenVectorEnv
+    )
+
+
+def token_vector_env(env: Any, num_envs: int, device: torch.device, **env_kwargs: Any) -> TokenVectorEnv:
+    """A :class:`TokenVectorEnv` with tensors in and out on ``device``.
+
+    An id is made with ``num_envs`` episodes and ``env_kwargs``; a given :class:`TokenVectorEnv` is
+    switched to tensors (its own episode count and settings stay); a single :class:`TokenEnv` lends
+    its reference model, tokenizer, prompts and reward model to ``num_envs`` batched episodes.
+    """
+    from rlhf_envs.envs.token import TokenEnv, TokenVectorEnv
+
+    if isinstance(env, str):
+        return gym.make_vec(
+            env,
+            num_envs=num_envs,
+            vectorization_mode="vector_entry_point",
+            device=device,
+            as_tensors=True,
+            **env_kwargs,
+        )
+    env = getattr(env, "unwrapped", env)
+    if isinstance(env, TokenVectorEnv):
+        if env.device != device:
+            raise ValueError(f"the env runs on {env.device} but the agent on {device}: build it with device=")
+        env.as_tensors = True
+        return env
+    if isinstance(env, TokenEnv):
+        core = env.core
+        if core.device != device:
+            raise ValueError(
+                f"the env runs on {core.device} but the agent on {device}: build it with device="
+            )
+        return TokenVectorEnv(
+            num_envs,
+            model=core.model,
+            tokenizer=core.tokenizer,
+            prompts=core.prompts,
+            reward_model=core.reward_model,
+            max_new_tokens=core.max_new_tokens,
+            stop_at_eos=core.stop_at_eos,
+            kl_coef=core.kl_coef,
+            device=device,
+            max_prompt_tokens=core.max_prompt_tokens,
+            as_tensors=True,
+        )
+    raise TypeError(f"expected a TokenEnv id, a TokenEnv or a TokenVectorEnv, got {type(env).__name__}")
+
+
+def pack_observation(obs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A TokenEnv observation as one LongTensor [..., L]: the token ids, −1 where the mask is 0.
+
+    One tensor fits PPO's rollout buffer; the mask is recovered as ``packed >= 0``.
+    """
+    return obs["input_ids"].long().masked_fill(obs["attention_mask"] == 0, -1)
+
+
+def _model_inputs(packed: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Ids, mask and position ids (0 at the first real token) of left-padded packed windows [B, L]."""
+    mask = (packed >= 0).long()
+    return {
+        "input_ids": packed.clamp(min=0),
+        "attention_mask": mask,
+        "position_ids": (mask.cumsum(-1) - 1).clamp(min=0),
+    }
+
+
+class TokenActorCritic(nn.Module):
+    """π_θ, a trainable copy of a causal LM, and V(s) = w·h(s) + b on its last hidden state h(s).
+
+    Tokens are sampled at temperature 1 from the full vocabulary, so that log π is the exact
+    log-probability the KL penalty and the PPO ratio need. Dropout is off (the model stays in eval
+    mode): the ratio π_θ / π_old must compare one deterministic function with itself.
+
+    Args:
+        model: the reference LM to copy (the env's ``core.model``); it is left untouched.
+        tokenizer: saved beside the model by :meth:`save_pretrained`.
+        copy_model: copy ``model`` (True) or train it in place (False, for an already private copy).
+    """
+
+    evaluates_sequences = True
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        copy_model: bool = True,
+    ) -> None:
+        from transformers import PreTrainedModel
+
+        super().__init__()
+        if not isinstance(model, PreTrainedModel):
+            raise TypeError(f"model must be a transformers PreTrainedModel, got {type(model).__name__}")
+        self.model = copy.deepcopy(model) if copy_model else model
+        self.model.eval().requires_grad_(True)
+        self.tokenizer = tokenizer
+        hidden_size = self.model.config.hidden_size
+        self.value_head = nn.Linear(hidden_size, 1)
+        nn.init.normal_(self.value_head.weight, std=1.0 / math.sqrt(hidden_size))
+        nn.init.zeros_(self.value_head.bias)
+        # Sampling state, aligned with the env's window: KV cache, last window and action, positions.
+        self._cache: DynamicCache | None = None
+        self._last_obs: torch.Tensor | None = None
+        self._last_action: torch.Tensor | None = None
+        self._positions: torch.Tensor | None = None
+
+    def train(self, mode: bool = True) -> TokenActorCritic:
+        super().train(mode)
+        self.model.eval()  # dropout stays off, see the class docstring
+        return self
+
+    # -- forward pieces -------------------------------------------------------------------------------
+    def _backbone(self, **inputs: Any) -> Any:
+        return self.model.base_model(**inputs)
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.model.get_output_embeddings()(hidden).float()
+
+    def _last_hidden(self, packed: torch.Tensor) -> torch.Tensor:
+        return self._backbone(**_model_inputs(packed)).last_hidden_state[:, -1]
+
+    # -- the PPO policy interface ---------------------------------------------------------------------
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sample the next token of every episode: ``(action, log π(action | obs), V(obs))``."""
+        hidden = self._advance(obs)
+        distribution = Categorical(logits=self._logits(hidden), validate_args=False)
+        action = distribution.sample()
+        self._last_obs, self._last_action = obs, action
+        return action, distribution.log_prob(action), self.value_head(hidden.float()).squeeze(-1)
+
+    def _advance(self, obs: torch.Tensor) -> torch.Tensor:
+        """Bring the KV cache to ``obs`` and return the newest token's hidden state [B, H].
+
+        Continuing episodes decode last step's action (one token each); episodes whose window is not
+        last window + last action (the env restarted them) are prefilled from their window.
+        """
+        if self._cache is None or self._last_obs is None or self._last_obs.shape != obs.shape:
+            return self._prefill(obs)
+        expected = torch.cat([self._last_obs[:, 1:], self._last_action[:, None]], dim=1)
+        restarted = (obs != expected).any(-1)
+        for layer in self._cache.layers:  # the window slides by one: its oldest column is always padding
+            layer.keys, layer.values = layer.keys[:, :, 1:], layer.values[:, :, 1:]
+        output = self._backbone(
+            input_ids=self._last_action[:, None],
+            attention_mask=(obs >= 0).long(),
+            position_ids=self._positions[:, None],
+            cache=self._cache,
+            use_cache=True,
+        )
+        self._cache = output.cache
+        self._positions = self._positions + 1
+        hidden = output.last_hidden_state[:, -1]
+        rows = restarted.nonzero()[:, 0]  # the host sync of a step: which episodes restarted
+        if len(rows):
+            hidden = hidden.index_copy(0, rows, self._prefill_rows(obs, rows))
+        return hidden
+
+    def _prefill(self, obs: torch.Tensor) -> torch.Tensor:
+        inputs = _model_inputs(obs)
+        output = self._backbone(**inputs, use_cache=True)
+        self._cache = output.cache
+        self._positions = inputs["position_ids"][:, -1] + 1
+        return output.last_hidden_state[:, -1]
+
+    def _prefill_rows(self, obs: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        inputs = _model_inputs(obs[rows])
+        output = self._backbone(**inputs, use_cache=True)
+        for layer, fresh in zip(self._cache.layers, output.cache.layers, strict=True):
+            layer.keys = layer.keys.index_copy(0, rows, fresh.keys)
+            layer.values = layer.values.index_copy(0, rows, fresh.values)
+        self._positions = self._positions.index_copy(0, rows, inputs["position_ids"][:, -1] + 1)
+        return output.last_hidden_state[:, -1]
+
+    @torch.no_grad()
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        """V(obs) [B] for packed windows [B, L] (one full forward pass)."""
+        return self.value_head(self._last_hidden(obs).float()).squeeze(-1)
+
+    @torch.no_grad()
+    def deterministic_action(self, obs: torch.Tensor) -> torch.Tensor:
+        """The most likely next token of each packed window [B, L]."""
+        return self._logits(self._last_hidden(obs)).argmax(-1)
+
+    def env_action(self, action: torch.Tensor) -> torch.Tensor:
+        return action
+
+    def evaluate(
+        self, obs: torch.Tensor, action: torch.Tensor, dones: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(log π(action | obs), entropy, V(obs))``, each [T, m], for whole env columns.
+
+        Args:
+            obs: packed windows [T, m, L] of T consecutive steps of m envs.
+            action: the tokens taken, [T, m].
+            dones: [T, m], true where an episode ended at that step (the next step starts another).
+
+        The steps of a column split into segments, each ending at a done or at step T − 1. A
+        segment's last window with its last token appended holds every earlier window of the
+        segment as a prefix, so one forward pass over it scores all of the segment's steps.
+        """
+        # Parameters are about to change: keys and values cached for sampling would go stale.
+        self._cache = None
+        num_steps, num_envs, width = obs.shape
+        ends = dones.bool().clone()
+        ends[-1] = True
+        end_step, end_env = ends.nonzero(as_tuple=True)  # segments in (step, env) order
+        # The window's oldest column is padding in every observation the TokenEnv makes (its window
+        # holds the longest prompt and N tokens, the observation at most N − 1 of them).
+        sequences = torch.cat([obs[end_step, end_env, 1:], action[end_step, end_env, None]], dim=1)
+        # Segment of each step: the next end at or after it in its column.
+        segment = torch.full((num_steps, num_envs), -1, dtype=torch.long, device=obs.device)
+        segment[end_step, end_env] = torch.arange(len(end_step), device=obs.device)
+        for step in range(num_steps - 2, -1, -1):
+            segment[step] = torch.where(ends[step], segment[step], segment[step + 1])
+        steps = torch.arange(num_steps, device=obs.device)[:, None]
+        # Step t of a segment ending at e is predicted at position width − 2 − (e − t) of its sequence.
+        position = width - 2 - (end_step[segment] - steps)
+
+        hidden = self._backbone(**_model_inputs(sequences)).last_hidden_state
+        hidden = hidden[segment, position]  # [T, m, H]
+        distribution = Categorical(logits=self._logits(hidden), validate_args=False)
+        values = self.value_head(hidden.float()).squeeze(-1)
+        return distribution.log_prob(action), distribution.entropy(), values
+
+    # -- saving ---------------------------------------------------------------------------------------
+    def save_pretrained(self, path: str | Path) -> None:
+        """A Hugging Face model folder (``from_pretrained`` loads it) with the tokenizer and value head."""
+        path = Path(path)
+        self.model.save_pretrained(path)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(path)
+        save_file(
+            {name: tensor.detach().cpu() for name, tensor in self.value_head.state_dict().items()},
+            path / VALUE_HEAD_FILE,
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, tokenizer: PreTrainedTokenizerBase | None = None
+    ) -> TokenActorCritic:
+        """Load a folder written by :meth:`save_pretrained` (a value head is fresh if none was saved)."""
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(str(path))
+        policy = cls(model, tokenizer, copy_model=False)
+        head_file = Path(path) / VALUE_HEAD_FILE
+        if head_file.is_file():
+            policy.value_head.load_state_dict(load_file(str(head_file)))
+        return policy

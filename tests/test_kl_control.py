@@ -1,0 +1,53 @@
+"""The KL controllers (Ziegler et al. 2019) and the per-token KL penalty."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from agents.kl_control import AdaptiveKLController, FixedKLController, KLPenalty
+
+
+def test_adaptive_controller_raises_beta_above_the_target_and_lowers_it_below():
+    controller = AdaptiveKLController(0.1, target=6.0, horizon=1000)
+    assert controller.update(9.0, 100) == pytest.approx(0.1 * (1 + 0.2 * 0.1))  # error clipped to +0.2
+    controller = AdaptiveKLController(0.1, target=6.0, horizon=1000)
+    assert controller.update(5.4, 100) == pytest.approx(0.1 * (1 - 0.1 * 0.1))  # error −0.1
+    controller = AdaptiveKLController(0.1, target=6.0, horizon=1000)
+    assert controller.update(6.0, 100) == pytest.approx(0.1)
+    for _ in range(50):
+        controller.update(20.0, 1000)
+    assert controller.value == pytest.approx(0.1 * 1.2**50)
+
+
+def test_fixed_controller_and_bad_arguments():
+    assert FixedKLController(0.2).update(100.0, 10) == 0.2
+    with pytest.raises(ValueError, match="kl_coef"):
+        FixedKLController(-1.0)
+    with pytest.raises(ValueError, match="target"):
+        AdaptiveKLController(0.1, target=0.0, horizon=10)
+    with pytest.raises(ValueError, match="horizon"):
+        AdaptiveKLController(0.1, target=1.0, horizon=0)
+
+
+def test_penalty_shapes_rewards_and_measures_the_kl_per_episode():
+    penalty = KLPenalty(FixedKLController(0.5), num_steps=2, num_envs=2, whiten_rewards=False, device="cpu")
+    penalty.record(0, torch.tensor([-1.0, -2.0]), torch.tensor([-1.5, -2.0]))
+    penalty.record(1, torch.tensor([-1.0, -1.0]), torch.tensor([-2.0, -0.5]))
+    rewards = torch.tensor([[0.0, 0.0], [3.0, 1.0]])
+    dones = torch.tensor([[False, False], [True, True]])
+    shaped = penalty.penalize(rewards, dones)
+    torch.testing.assert_close(shaped, torch.tensor([[-0.25, 0.0], [2.5, 1.25]]))
+    stats = penalty.history[-1]
+    assert stats.kl == pytest.approx((0.5 + 1.0 + 0.0 - 0.5) / 2)  # two episodes ended
+    assert stats.score == pytest.approx(2.0) and stats.kl_coef == 0.5
+
+
+def test_whitening_standardizes_the_final_rewards_only():
+    penalty = KLPenalty(FixedKLController(0.0), num_steps=2, num_envs=3, whiten_rewards=True, device="cpu")
+    rewards = torch.tensor([[0.0, 0.0, 0.0], [10.0, 20.0, 30.0]])
+    dones = torch.tensor([[False, False, False], [True, True, True]])
+    shaped = penalty.penalize(rewards, dones)
+    torch.testing.assert_close(shaped[0], torch.zeros(3))
+    torch.testing.assert_close(shaped[1], torch.tensor([-1.0, 0.0, 1.0]), atol=1e-6, rtol=0)
+    assert penalty.history[-1].score == pytest.approx(20.0)  # the raw score is reported

@@ -1,0 +1,115 @@
+"""PPO on the TokenEnv: the LM policy with a value head, the KL penalty, saving as a Hugging Face model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tiny_lm import tiny_lm, tiny_tokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from agents import PPO
+from agents.token_policy import TokenActorCritic, pack_observation
+from rlhf_envs.envs.token import TokenVectorEnv
+
+PROMPTS = ["the cat sat", "a good day makes", "love and joy", "in the beginning"]
+#: Token ids that the reward counts: about 10% of the tiny vocabulary.
+REWARDED = 30
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return tiny_tokenizer()
+
+
+def share_reward(tokenizer):
+    """The share of a completion's tokens whose id is below ``REWARDED``: a programmatic reward model."""
+
+    def reward(prompts: list[str], completions: list[str]) -> torch.Tensor:
+        ids = tokenizer(completions)["input_ids"]
+        return torch.tensor([float(np.mean([i < REWARDED for i in row])) if row else 0.0 for row in ids])
+
+    return reward
+
+
+def make_env(tokenizer, num_envs: int = 32, max_new_tokens: int = 8, stop_at_eos: bool = False, **kwargs):
+    return TokenVectorEnv(
+        num_envs,
+        tiny_lm(tokenizer),
+        tokenizer,
+        PROMPTS,
+        share_reward(tokenizer),
+        max_new_tokens=max_new_tokens,
+        stop_at_eos=stop_at_eos,
+        device="cpu",
+        **kwargs,
+    )
+
+
+def test_ppo_raises_the_reward_well_above_the_reference_with_bounded_kl(tokenizer):
+    env = make_env(tokenizer)
+    agent = PPO(env, device="cpu", n_steps=8, batch_size=64, learning_rate=1e-2, kl_coef=0.2, kl_target=None)
+    assert isinstance(agent.policy, TokenActorCritic) and agent.gamma == 1.0
+    agent.learn(8 * 32 * 24, progress_bar=False)
+    history = agent.kl_penalty.history
+    scores, kls = [stats.score for stats in history], [stats.kl for stats in history]
+    assert kls[0] == pytest.approx(0.0, abs=1e-3)  # the first rollout samples π = π_pt
+    # The reference puts ~5% of its tokens in the rewarded set; the fine-tuned policy several times that.
+    assert np.mean(scores[-5:]) > scores[0] + 0.2, np.round(scores, 2)
+    # With β = 0.2 on a whitened reward the KL levels off (about 5 nats) instead of growing to the
+    # ~20 nats that a policy writing only rewarded tokens would need.
+    assert max(kls[12:]) < 10.0, np.round(kls, 1)
+
+
+def test_sampling_log_probs_match_evaluate_across_restarts(tokenizer):
+    """The KV-cached sampler and the one-pass-per-episode evaluation compute the same π, also after
+    the env restarts episodes mid-rollout and after the cache is dropped for an update."""
+    torch.manual_seed(0)
+    env = make_env(tokenizer, num_envs=6, max_new_tokens=5, stop_at_eos=True, as_tensors=True)
+    policy = TokenActorCritic(env.core.model, tokenizer)
+    obs, _ = env.reset(seed=0)
+    for _round in range(2):
+        observations, actions, logprobs, dones, kls = [], [], [], [], []
+        for _ in range(12):  # more steps than an episode: rows restart within the block
+            packed = pack_observation(obs)
+            action, logprob, _ = policy.act(packed)
+            obs, _, terminated, truncated, info = env.step(action)
+            observations.append(packed)
+            actions.append(action)
+            logprobs.append(logprob)
+            dones.append(terminated | truncated)
+            kls.append(logprob - info["ref_logprob"])
+        done = torch.stack(dones)
+        assert done.sum() >= 6
+        evaluated, entropy, value = policy.evaluate(torch.stack(observations), torch.stack(actions), done)
+        torch.testing.assert_close(evaluated, torch.stack(logprobs), atol=1e-5, rtol=0)
+        # The policy is still the reference: its log-probs are the env's π_pt.
+        torch.testing.assert_close(torch.stack(kls), torch.zeros(12, 6), atol=1e-5, rtol=0)
+        assert entropy.shape == value.shape == (12, 6)
+
+
+def test_saved_policy_reloads_with_from_pretrained_and_generates(tokenizer, tmp_path):
+    agent = PPO(make_env(tokenizer), device="cpu", n_steps=8, batch_size=64, learning_rate=1e-2)
+    agent.learn(8 * 32, progress_bar=False)
+    agent.save(tmp_path / "policy")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "policy")
+    loaded_tokenizer = AutoTokenizer.from_pretrained(tmp_path / "policy")
+    for name, tensor in agent.policy.model.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], tensor)
+    encoded = loaded_tokenizer(["the cat sat"], return_tensors="pt")
+    output = model.generate(**encoded, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    assert output.shape == (1, encoded["input_ids"].shape[1] + 4)
+    reloaded = TokenActorCritic.from_pretrained(tmp_path / "policy")
+    torch.testing.assert_close(reloaded.value_head.weight, agent.policy.value_head.weight)
+
+
+def test_token_env_defaults_and_user_options(tokenizer):
+    agent = PPO(make_env(tokenizer), device="cpu", kl_coef=0.3, kl_target=None)
+    assert agent.config.bootstrap_truncated is False and agent.config.whiten_rewards is True
+    assert agent.kl_penalty.controller.value == 0.3 and not hasattr(agent.kl_penalty.controller, "target")
+    # The reference model in the env stays frozen: the policy trains a copy.
+    assert agent.policy.model is not agent.env.core.model
+    with pytest.raises(ValueError, match="kl_target needs kl_coef"):
+        PPO(make_env(tokenizer), device="cpu", kl_coef=None)
+    with pytest.raises(ValueError, match="already adds"):
+        PPO(make_env(tokenizer, kl_coef=0.1), device="cpu")

@@ -1,0 +1,44 @@
+"""Token-level soft Q-learning: the LM's logits as Q-values, replay, a target network."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_token_ppo import make_env
+from tiny_lm import tiny_tokenizer
+
+from agents import TokenQLearning
+from agents.token_policy import pack_observation
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return tiny_tokenizer()
+
+
+def test_q_head_starts_as_the_soft_q_function_of_the_reference(tokenizer):
+    """Q(s, ·)/β − V(s)/β is log π_pt(· | s) at the start: the soft-greedy policy is the reference."""
+    agent = TokenQLearning(make_env(tokenizer, num_envs=4, kl_coef=0.1), device="cpu", num_envs=4)
+    obs, _ = agent.env.reset(seed=0)
+    packed = pack_observation(obs)
+    _, logprob, value = agent.q_net.act(packed)
+    _, _, _, _, info = agent.env.step(agent.q_net._last_action)
+    torch.testing.assert_close(logprob, info["ref_logprob"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(value, torch.zeros(4))
+
+
+def test_q_learning_raises_the_reward_above_the_reference(tokenizer):
+    env = make_env(tokenizer, kl_coef=0.02)
+    agent = TokenQLearning(env, device="cpu", n_steps=8, learning_rate=1e-2, gradient_steps=4, batch_envs=16)
+    agent.learn(8 * 32 * 24, progress_bar=False)
+    scores = [record["score"] for record in agent.history]
+    assert agent.history[0]["kl"] == pytest.approx(0.0, abs=1e-3)
+    assert np.mean(scores[-3:]) > scores[0] + 0.2, np.round(scores, 2)
+
+
+def test_bad_configuration_is_refused(tokenizer):
+    with pytest.raises(ValueError, match="temperature β"):
+        TokenQLearning(make_env(tokenizer, num_envs=2), device="cpu")
+    with pytest.raises(ValueError, match="td_lambda"):
+        TokenQLearning(make_env(tokenizer, num_envs=2, kl_coef=0.1), device="cpu", td_lambda=1.5)
