@@ -276,8 +276,9 @@ class PPO(BaseAlgorithm):
         return self
 
     def _collect_rollout(self) -> None:
-        """Fill the buffer with ``n_steps`` steps of every env, then compute advantages. No host syncs."""
+        """Fill the buffer with ``n_steps`` steps of every env, then compute advantages."""
         obs = self._last_obs
+        final_observations, truncations = [], []
         for step in range(self.config.n_steps):
             with torch.no_grad():
                 action, logprob, value = self.policy.act(obs)
@@ -289,13 +290,17 @@ class PPO(BaseAlgorithm):
             if self.kl_penalty is not None:
                 self.kl_penalty.record(step, logprob, info["ref_logprob"])
             if self.config.bootstrap_truncated:
-                # A truncated episode did not end in the MDP: bootstrap its value from its last observation.
-                with torch.no_grad():
-                    final_obs = self._prepare_observation(info["final_obs"], update=False)
-                    final_value = self.policy.value(final_obs)
-                reward = reward + self.gamma * final_value * truncated
+                final_observations.append(self._prepare_observation(info["final_obs"], update=False))
+                truncations.append(truncated)
             self.buffer.add(step, obs, action, logprob, reward, done, value)
             obs = next_obs
+        if self.config.bootstrap_truncated:
+            # A truncated episode did not end in the MDP: bootstrap its value from its last
+            # observation, for the whole rollout in one forward pass.
+            with torch.no_grad():
+                final_values = self.policy.value(torch.cat(final_observations))
+            truncated = torch.stack(truncations)
+            self.buffer.rewards += self.gamma * final_values.view(truncated.shape) * truncated
         if self.kl_penalty is not None:
             self.buffer.rewards = self.kl_penalty.penalize(self.buffer.rewards, self.buffer.dones)
         with torch.no_grad():

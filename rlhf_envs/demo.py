@@ -55,7 +55,7 @@ __all__ = ["DemoConfig", "add_arguments", "evaluate_samples", "oracle_agreement"
 class DemoConfig:
     """The demo's budget; the defaults fit 10 minutes on a 2-core CPU, ``quick()`` a few seconds."""
 
-    pairs: int = 800
+    pairs: int = 4000
     pair_tokens: int = 24
     labeler_beta: float = 10.0
     rm_epochs: int = 2
