@@ -20,7 +20,8 @@ class RunningMeanStd:
     def update(self, batch: torch.Tensor) -> None:
         """Fold a batch of shape [B, *shape] into the statistics."""
         batch = batch.to(torch.float64)
-        batch_mean, batch_var, batch_count = batch.mean(0), batch.var(0, unbiased=False), batch.shape[0]
+        batch_var, batch_mean = torch.var_mean(batch, dim=0, unbiased=False)
+        batch_count = batch.shape[0]
         delta = batch_mean - self.mean
         total = self.count + batch_count
         self.mean = self.mean + delta * batch_count / total
