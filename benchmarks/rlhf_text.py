@@ -28,8 +28,8 @@ import numpy as np
 import torch
 import transformers
 
-from agents import PPO, TokenQLearning
-from rlhf_envs.demo import DemoConfig, evaluate_samples
+from agents import TokenQLearning
+from rlhf_envs.demo import DemoConfig, evaluate_samples, make_rlhf_ppo
 from rlhf_envs.envs.token import DEFAULT_PROMPTS, TokenVectorEnv, load_prompts
 from rlhf_envs.lm.loading import load_causal_lm
 from rlhf_envs.preferences.reward_trainer import (
@@ -76,28 +76,7 @@ def fit_reward_model(
 
 
 def run_ours(reference, tokenizer, prompts, reward_model, config: DemoConfig, device, seed: int):
-    env = TokenVectorEnv(
-        config.batch,
-        model=reference,
-        tokenizer=tokenizer,
-        prompts=prompts,
-        reward_model=reward_model,
-        max_new_tokens=config.new_tokens,
-        device=device,
-        as_tensors=True,
-    )
-    agent = PPO(
-        env,
-        device=device,
-        seed=seed,
-        n_steps=config.new_tokens,
-        batch_size=config.ppo_batch_size,
-        n_epochs=config.ppo_epochs,
-        learning_rate=config.learning_rate,
-        kl_coef=config.kl_coef,
-        kl_target=config.kl_target,
-        kl_horizon=config.kl_horizon,
-    )
+    agent = make_rlhf_ppo(reference, tokenizer, prompts, reward_model, config, device, seed)
     start = time.perf_counter()
     agent.learn(config.iterations * config.batch * config.new_tokens)
     return agent.policy.model, time.perf_counter() - start

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -47,6 +48,9 @@ from rlhf_envs.preferences.text_labelers import (
     collect_text_preferences,
 )
 from rlhf_envs.rewards.text import HFRewardModel, TextRewardFn
+
+if TYPE_CHECKING:
+    from agents.ppo import PPO
 
 __all__ = ["DemoConfig", "add_arguments", "evaluate_samples", "oracle_agreement", "run", "run_demo"]
 
@@ -173,6 +177,42 @@ def evaluate_samples(
     )
 
 
+def make_rlhf_ppo(
+    reference: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    reward_model: TextRewardFn,
+    config: DemoConfig,
+    device: torch.device,
+    seed: int,
+) -> PPO:
+    """PPO + KL on a ``TokenVectorEnv`` of ``config.batch`` episodes, one rollout per episode length."""
+    from agents.ppo import PPO  # agents depend on rlhf_envs, not the reverse: imported when run
+
+    env = TokenVectorEnv(
+        config.batch,
+        model=reference,
+        tokenizer=tokenizer,
+        prompts=prompts,
+        reward_model=reward_model,
+        max_new_tokens=config.new_tokens,
+        device=device,
+        as_tensors=True,
+    )
+    return PPO(
+        env,
+        device=device,
+        seed=seed,
+        n_steps=config.new_tokens,
+        batch_size=config.ppo_batch_size,
+        n_epochs=config.ppo_epochs,
+        learning_rate=config.learning_rate,
+        kl_coef=config.kl_coef,
+        kl_target=config.kl_target,
+        kl_horizon=config.kl_horizon,
+    )
+
+
 def oracle_agreement(reward_model: TextRewardFn, oracle: Callable[[str, str], float], pairs) -> float:
     """Share of ``pairs`` (prompt, chosen, rejected) that the oracle scores differently on which the
     reward model orders the two completions as the oracle does: its accuracy without label noise."""
@@ -259,8 +299,6 @@ def run_demo(
     console: Console | None = None,
 ) -> dict[str, object]:
     """Run the demo (see the module docstring); returns its figures, also saved to ``summary.json``."""
-    from agents.ppo import PPO  # agents depend on rlhf_envs, not the reverse: imported when run
-
     config = config or DemoConfig()
     console = console or Console()
     out = Path(out)
@@ -357,28 +395,7 @@ def run_demo(
     )
     lap("evaluate before")
     recorder = RecordingRewardModel(rm, oracle)
-    env = TokenVectorEnv(
-        config.batch,
-        model=reference,
-        tokenizer=tokenizer,
-        prompts=train_prompts,
-        reward_model=recorder,
-        max_new_tokens=config.new_tokens,
-        device=device,
-        as_tensors=True,
-    )
-    agent = PPO(
-        env,
-        device=device,
-        seed=seed,
-        n_steps=config.new_tokens,
-        batch_size=config.ppo_batch_size,
-        n_epochs=config.ppo_epochs,
-        learning_rate=config.learning_rate,
-        kl_coef=config.kl_coef,
-        kl_target=config.kl_target,
-        kl_horizon=config.kl_horizon,
-    )
+    agent = make_rlhf_ppo(reference, tokenizer, train_prompts, recorder, config, device, seed)
     # The KL penalty's history grows by one per rollout: it numbers the rollouts for the plots.
     recorder.rollout_index = lambda: len(agent.kl_penalty.history)
     rollout_size = config.batch * config.new_tokens
