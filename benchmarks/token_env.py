@@ -37,7 +37,15 @@ def rollout_through_env(env: TokenVectorEnv, policy, episodes: int) -> int:
         ids, mask = obs["input_ids"][:, live], obs["attention_mask"][:, live].long()
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache()
-        out = policy(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
+        # Only the last position's logits, as generate's prefill does.
+        out = policy(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         next_position = positions[:, -1] + 1
         for _ in range(env.core.max_new_tokens):
             action = torch.multinomial(out.logits[:, -1].float().softmax(-1), 1)[:, 0]
@@ -77,7 +85,10 @@ def generate_pipeline(
         )
         mask = torch.nn.functional.pad(encoded["attention_mask"], (0, new_tokens), value=1)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = reference(input_ids=sequences, attention_mask=mask, position_ids=positions).logits
+        # The LM head only where a response token is predicted, as lean as (A)'s env.
+        logits = reference(
+            input_ids=sequences, attention_mask=mask, position_ids=positions, logits_to_keep=new_tokens + 1
+        ).logits
         response = sequences[:, -new_tokens:]
         shifted = logits[:, -new_tokens - 1 : -1].float()
         ref_logprob = shifted.gather(-1, response[..., None])[..., 0] - shifted.logsumexp(-1)

@@ -9,6 +9,7 @@ single face (B = 1). The reward of the last step is a text reward model's score 
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -75,7 +76,8 @@ class _WindowLayer(DynamicLayer):
 
     HF's ``DynamicLayer`` concatenates (a copy of the whole cache) on every step; this one writes
     the new column in place and hands attention a view. The buffer holds two windows, so the window
-    slides with a copy of one window every ``width`` steps.
+    slides with a copy of one window every ``width`` steps. The view covers only the window's last
+    columns that some episode still attends to, so attention skips the columns dead in every row.
     """
 
     def __init__(self, keys: torch.Tensor, values: torch.Tensor, width: int) -> None:
@@ -93,10 +95,11 @@ class _WindowLayer(DynamicLayer):
         columns = slice(self.start + self.width - keys.shape[2], self.start + self.width)
         self.key_buffer[rows, :, columns] = keys
         self.value_buffer[rows, :, columns] = values
-        self._view(self.width)
+        self._view(self.start + self.width, self.width)
 
-    def slide(self) -> None:
-        """Drop the oldest column, leaving ``width - 1`` columns for the next token."""
+    def slide(self, live: int) -> None:
+        """Drop the oldest column, leaving ``width - 1`` columns for the next token, of which the
+        last ``live`` are viewed."""
         self.start += 1
         if self.start + self.width > self.key_buffer.shape[2]:
             kept = slice(self.start, self.start + self.width - 1)
@@ -104,18 +107,19 @@ class _WindowLayer(DynamicLayer):
             self.key_buffer[:, :, : self.width - 1] = self.key_buffer[:, :, kept]
             self.value_buffer[:, :, : self.width - 1] = self.value_buffer[:, :, kept]
             self.start = 0
-        self._view(self.width - 1)
+        self._view(self.start + self.width - 1, live)
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        end = self.start + self.keys.shape[2]
-        self.key_buffer[:, :, end : end + key_states.shape[2]] = key_states
-        self.value_buffer[:, :, end : end + value_states.shape[2]] = value_states
-        self._view(self.keys.shape[2] + key_states.shape[2])
+        new = key_states.shape[2]
+        self.key_buffer[:, :, self.end : self.end + new] = key_states
+        self.value_buffer[:, :, self.end : self.end + new] = value_states
+        self._view(self.end + new, self.keys.shape[2] + new)
         return self.keys, self.values
 
-    def _view(self, length: int) -> None:
-        self.keys = self.key_buffer[:, :, self.start : self.start + length]
-        self.values = self.value_buffer[:, :, self.start : self.start + length]
+    def _view(self, end: int, length: int) -> None:
+        self.end = end
+        self.keys = self.key_buffer[:, :, end - length : end]
+        self.values = self.value_buffer[:, :, end - length : end]
 
 
 class TokenCore:
@@ -159,6 +163,9 @@ class TokenCore:
         self.eos_token_id = self.tokenizer.eos_token_id
         self.pad_token_id = self.tokenizer.pad_token_id
         self.vocab_size = self.model.get_output_embeddings().weight.shape[0]
+        # A prefill needs only the last position's logits; most HF models can skip the others' LM head.
+        supports_keep = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        self._last_logits_only = {"logits_to_keep": 1} if supports_keep else {}
         self._encode_prompts(max_prompt_tokens)
 
         self.observation_space = gym.spaces.Dict(
@@ -173,6 +180,7 @@ class TokenCore:
         self.positions = torch.zeros(num_envs, dtype=torch.long, device=self.device)
         self.next_logits = torch.zeros(num_envs, self.vocab_size, device=self.device)
         self.response_length = np.zeros(num_envs, dtype=np.int64)
+        self._row_prompt_length = np.zeros(num_envs, dtype=np.int64)
         self.prompt_index = np.zeros(num_envs, dtype=np.int64)
         self.cache: DynamicCache | None = None
 
@@ -206,6 +214,7 @@ class TokenCore:
             ids[row, width - len(prompt_ids) :] = torch.tensor(prompt_ids)
         self.prompt_ids = ids.to(self.device)
         self.prompt_lengths = torch.as_tensor(lengths, device=self.device)
+        self._prompt_lengths_host = lengths
 
     # -- dynamics -----------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -213,11 +222,19 @@ class TokenCore:
         """Start episodes in ``rows`` with the prompts ``prompt_index``: one prefill forward pass."""
         rows_t = torch.as_tensor(rows, device=self.device)
         index_t = torch.as_tensor(prompt_index, device=self.device)
-        ids = self.prompt_ids[index_t]
+        # Prefill only the columns that one of these prompts reaches.
+        width = int(self._prompt_lengths_host[prompt_index].max())
+        ids = self.prompt_ids[index_t, -width:]
         starts = ids.shape[1] - self.prompt_lengths[index_t, None]
         mask = (torch.arange(ids.shape[1], device=self.device) >= starts).long()
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        output = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        output = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            **self._last_logits_only,
+        )
         pad = self.context_len - ids.shape[1]
         window_ids = torch.nn.functional.pad(ids, (pad, 0), value=self.pad_token_id)
         window_mask = torch.nn.functional.pad(mask, (pad, 0))
@@ -228,6 +245,7 @@ class TokenCore:
         self.next_logits[rows_t] = output.logits[:, -1].float()
         self.response_length[rows] = 0
         self.prompt_index[rows] = prompt_index
+        self._row_prompt_length[rows] = self._prompt_lengths_host[prompt_index]
         self._write_cache(rows_t, output.cache, whole=len(rows) == self.num_envs)
 
     def _write_cache(self, rows: torch.Tensor, prefill: DynamicCache, whole: bool) -> None:
@@ -271,11 +289,13 @@ class TokenCore:
         self.input_ids = torch.cat([self.input_ids[:, 1:], actions[:, None]], dim=1)
         self.attention_mask = torch.nn.functional.pad(self.attention_mask[:, 1:], (0, 1), value=1)
         if len(done_rows) < self.num_envs:  # a step where every episode ends needs no next-token logits
+            # Attention reads only the last ``live`` columns: those left of them are padding in every row.
+            live = int((self._row_prompt_length + self.response_length).max())
             for layer in self.cache.layers:
-                layer.slide()
+                layer.slide(live - 1)
             output = self.model(
                 input_ids=actions[:, None],
-                attention_mask=self.attention_mask,
+                attention_mask=self.attention_mask[:, -live:],
                 position_ids=self.positions[:, None],
                 cache=self.cache,
                 use_cache=True,
