@@ -34,7 +34,6 @@ from rlhf_envs.envs.token import DEFAULT_PROMPTS, TokenVectorEnv, load_prompts
 from rlhf_envs.lm.loading import load_causal_lm
 from rlhf_envs.preferences.reward_trainer import (
     RewardModelTrainer,
-    RewardTrainerConfig,
     sample_continuation_pairs,
 )
 from rlhf_envs.preferences.text import TextPreferenceStore
@@ -62,13 +61,7 @@ def fit_reward_model(
     store = TextPreferenceStore(work / "preferences.jsonl")
     labeler = SyntheticTextLabeler(VaderSentiment(), beta=config.labeler_beta, seed=seed)
     collect_text_preferences(store, labeler, pair_prompts, first, second)
-    rm_config = RewardTrainerConfig(
-        learning_rate=config.rm_learning_rate,
-        num_epochs=config.rm_epochs,
-        batch_size=config.rm_batch_size,
-        seed=seed,
-        device=str(device),
-    )
+    rm_config = config.reward_trainer_config(seed, device)
     trainer = RewardModelTrainer(model, tokenizer, train_dataset=store.to_dataset(), config=rm_config)
     metrics = trainer.train()
     print(f"reward model: held-out accuracy {metrics['eval_accuracy']:.1%}")

@@ -106,6 +106,16 @@ class DemoConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
+    def reward_trainer_config(self, seed: int, device: torch.device) -> RewardTrainerConfig:
+        """The reward model's training settings of this budget."""
+        return RewardTrainerConfig(
+            learning_rate=self.rm_learning_rate,
+            num_epochs=self.rm_epochs,
+            batch_size=self.rm_batch_size,
+            seed=seed,
+            device=str(device),
+        )
+
 
 @dataclass
 class SampleReport:
@@ -361,13 +371,7 @@ def run_demo(
             console.print(f"[2] {added} pairs labelled by {who} -> {store.path}")
             lap("label")
         # (3) the reward model: a scalar head on the LM's backbone, Bradley–Terry loss.
-        rm_config = RewardTrainerConfig(
-            learning_rate=config.rm_learning_rate,
-            num_epochs=config.rm_epochs,
-            batch_size=config.rm_batch_size,
-            seed=seed,
-            device=str(device),
-        )
+        rm_config = config.reward_trainer_config(seed, device)
         trainer = RewardModelTrainer(model, tokenizer, train_dataset=store.to_dataset(), config=rm_config)
         metrics = trainer.train()
         trainer.save(out / "reward_model", half=False)
