@@ -30,7 +30,8 @@ import transformers
 
 from agents import TokenQLearning
 from rlhf_envs.demo import DemoConfig, evaluate_samples, make_rlhf_ppo
-from rlhf_envs.envs.token import DEFAULT_PROMPTS, TokenVectorEnv, load_prompts
+from rlhf_envs.envs.token import TokenVectorEnv
+from rlhf_envs.lm.assets import DEFAULT_PROMPTS_FILE, load_prompts
 from rlhf_envs.lm.loading import load_causal_lm
 from rlhf_envs.preferences.reward_trainer import (
     RewardModelTrainer,
@@ -165,7 +166,7 @@ def main() -> None:
 
     reference, tokenizer = load_causal_lm(args.model, device=args.device)
     device = reference.device
-    prompts = load_prompts(DEFAULT_PROMPTS)
+    prompts = load_prompts(DEFAULT_PROMPTS_FILE)
     order = np.random.default_rng(args.seed).permutation(len(prompts))
     eval_prompts = [prompts[i] for i in order[: config.eval_prompts]]
     train_prompts = [prompts[i] for i in order[config.eval_prompts :]]

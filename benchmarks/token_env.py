@@ -21,9 +21,10 @@ import time
 import torch
 from transformers import AutoModelForSequenceClassification, DynamicCache
 
-from rlhf_envs.envs.token import DEFAULT_PROMPTS, TokenVectorEnv, load_prompts
+from rlhf_envs.envs.token import TokenVectorEnv
+from rlhf_envs.lm.assets import DEFAULT_PROMPTS_FILE, EMBEDDED_REWARD_MODEL_DIR, load_prompts
 from rlhf_envs.lm.loading import load_causal_lm, resolve_model_path
-from rlhf_envs.rewards.text import EMBEDDED_REWARD_MODEL_DIR, HFRewardModel
+from rlhf_envs.rewards.text import HFRewardModel
 
 
 @torch.inference_mode()
@@ -107,7 +108,7 @@ def main() -> None:
     parser.add_argument(
         "--reward-model", default=None, help="default: the embedded one, else a head on --model"
     )
-    parser.add_argument("--prompts", default=str(DEFAULT_PROMPTS), help="text or JSONL file of prompts")
+    parser.add_argument("--prompts", default=str(DEFAULT_PROMPTS_FILE), help="text or JSONL file of prompts")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--new-tokens", type=int, default=48)
     parser.add_argument("--episodes", type=int, default=3, help="batches per timed run")

@@ -33,7 +33,8 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf_envs.device import resolve_device
-from rlhf_envs.envs.token import DEFAULT_PROMPTS, TokenVectorEnv, load_prompts
+from rlhf_envs.envs.token import TokenVectorEnv
+from rlhf_envs.lm.assets import DEFAULT_PROMPTS_FILE, load_prompts
 from rlhf_envs.lm.loading import load_causal_lm
 from rlhf_envs.preferences.reward_trainer import (
     RewardModelTrainer,
@@ -321,7 +322,7 @@ def run_demo(
         timings[name] = time.perf_counter() - start - sum(timings.values())
 
     reference, tokenizer = load_causal_lm(model, device=device)
-    all_prompts = load_prompts(DEFAULT_PROMPTS if prompts is None else prompts)
+    all_prompts = load_prompts(DEFAULT_PROMPTS_FILE if prompts is None else prompts)
     if len(all_prompts) < 2:
         raise ValueError(f"the demo needs at least 2 prompts (some are held out), got {len(all_prompts)}")
     order = np.random.default_rng(seed).permutation(len(all_prompts))

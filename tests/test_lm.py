@@ -7,8 +7,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rlhf_envs.cli import main
+from rlhf_envs.lm.assets import DEFAULT_PROMPTS_FILE
+from rlhf_envs.lm.assets import EMBEDDED_LM_DIR as DEFAULT_MODEL_DIR
 from rlhf_envs.lm.corpus import make_prompts, parse_kjv, read_text_file, split_documents
-from rlhf_envs.lm.pretrain import DEFAULT_MODEL_DIR, DEFAULT_PROMPTS_FILE, EOS_TOKEN, PretrainConfig
+from rlhf_envs.lm.pretrain import EOS_TOKEN, PretrainConfig
 
 
 @pytest.fixture(scope="module")

