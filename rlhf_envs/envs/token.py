@@ -24,7 +24,8 @@ from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from rlhf_envs.lm.assets import DEFAULT_PROMPTS_FILE, load_prompts
 from rlhf_envs.lm.loading import load_causal_lm
-from rlhf_envs.rewards.text import RewardModelSpec, check_scores, resolve_reward_model
+from rlhf_envs.lm.reward_model import RewardModelSpec, check_scores, resolve_reward_model
+from rlhf_envs.lm.tokens import position_ids, token_logprobs
 
 __all__ = ["TokenCore", "TokenEnv", "TokenVectorEnv"]
 
@@ -185,7 +186,7 @@ class TokenCore:
         ids = self.prompt_ids[index_t, -width:]
         starts = ids.shape[1] - self.prompt_lengths[index_t, None]
         mask = (torch.arange(ids.shape[1], device=self.device) >= starts).long()
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        positions = position_ids(mask)
         output = self.model(
             input_ids=ids,
             attention_mask=mask,
@@ -243,7 +244,7 @@ class TokenCore:
         done_rows = np.flatnonzero(terminated_host | truncated_host)
 
         logits = self.next_logits
-        ref_logprob = logits.gather(1, actions[:, None])[:, 0] - logits.logsumexp(-1)
+        ref_logprob = token_logprobs(logits, actions)
         self.input_ids = torch.cat([self.input_ids[:, 1:], actions[:, None]], dim=1)
         self.attention_mask = torch.nn.functional.pad(self.attention_mask[:, 1:], (0, 1), value=1)
         if len(done_rows) < self.num_envs:  # a step where every episode ends needs no next-token logits

@@ -15,7 +15,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from rlhf_envs.device import resolve_device
 from rlhf_envs.lm.assets import EMBEDDED_LM_DIR
 
-__all__ = ["check_vocabularies", "load_causal_lm", "load_tokenizer", "resolve_model_path"]
+__all__ = [
+    "check_vocabularies",
+    "load_causal_lm",
+    "load_tokenizer",
+    "resolve_model_path",
+    "resolve_tokenizer",
+]
 
 
 def resolve_model_path(model: str | Path) -> str:
@@ -41,6 +47,24 @@ def _with_pad_token(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBa
             raise ValueError(f"tokenizer {tokenizer.name_or_path!r} has neither a pad nor an EOS token")
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def resolve_tokenizer(
+    model: PreTrainedModel, tokenizer: str | Path | PreTrainedTokenizerBase | None = None
+) -> PreTrainedTokenizerBase:
+    """The tokenizer to use with ``model``, with a pad token.
+
+    ``tokenizer`` may be a tokenizer, an id or path to load one from, or ``None`` for the tokenizer
+    saved where the model was loaded from (``model.config.name_or_path``); a model built in memory
+    says nowhere, and then ``tokenizer`` is required.
+    """
+    if tokenizer is None:
+        tokenizer = model.config.name_or_path
+        if not tokenizer:
+            raise ValueError("pass `tokenizer`: the given model does not say where it was loaded from")
+    if isinstance(tokenizer, PreTrainedTokenizerBase):
+        return _with_pad_token(tokenizer)
+    return load_tokenizer(tokenizer)
 
 
 def check_vocabularies(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
@@ -83,11 +107,6 @@ def load_causal_lm(
     """
     resolved = resolve_device(device)
     if isinstance(model, PreTrainedModel):
-        if tokenizer is None:
-            source = model.config.name_or_path
-            if not source:
-                raise ValueError("pass `tokenizer`: the given model does not say where it was loaded from")
-            tokenizer = source
         loaded = model
     elif isinstance(model, str | Path):
         loaded = AutoModelForCausalLM.from_pretrained(resolve_model_path(model))
@@ -96,9 +115,6 @@ def load_causal_lm(
         raise TypeError(
             f"model must be 'embedded', an id or path, or a PreTrainedModel, got {type(model).__name__}"
         )
-    if isinstance(tokenizer, PreTrainedTokenizerBase):
-        tokenizer = _with_pad_token(tokenizer)
-    else:
-        tokenizer = load_tokenizer(tokenizer)
+    tokenizer = resolve_tokenizer(loaded, tokenizer)
     check_vocabularies(loaded, tokenizer)
     return loaded.to(resolved).eval(), tokenizer

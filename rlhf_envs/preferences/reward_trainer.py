@@ -23,11 +23,12 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel, Pr
 
 from rlhf_envs.device import resolve_device
 from rlhf_envs.lm.assets import DEFAULT_PROMPTS_FILE, EMBEDDED_REWARD_MODEL_DIR, load_prompts
-from rlhf_envs.lm.loading import load_causal_lm, load_tokenizer, resolve_model_path
+from rlhf_envs.lm.loading import load_causal_lm, resolve_model_path, resolve_tokenizer
+from rlhf_envs.lm.reward_model import encode_texts
+from rlhf_envs.lm.tokens import tokenizer_sides
 from rlhf_envs.preferences.bradley_terry import bradley_terry_loss
 from rlhf_envs.preferences.text import TextPreferenceStore, load_text_preferences
 from rlhf_envs.preferences.text_labelers import SyntheticTextLabeler, collect_text_preferences
-from rlhf_envs.rewards.text import encode_texts
 
 __all__ = [
     "RewardModelTrainer",
@@ -85,18 +86,12 @@ class RewardModelTrainer:
         if isinstance(model, PreTrainedModel):
             if model.config.num_labels != 1:
                 raise ValueError(f"a reward model has num_labels=1, this one has {model.config.num_labels}")
-            if tokenizer is None:
-                tokenizer = model.config.name_or_path
         else:
             tokenizer = model if tokenizer is None else tokenizer
             model = AutoModelForSequenceClassification.from_pretrained(
                 resolve_model_path(model), num_labels=1
             )
-        if not tokenizer:
-            raise ValueError("pass `tokenizer`: the given model does not say where it was loaded from")
-        self.tokenizer = (
-            tokenizer if isinstance(tokenizer, PreTrainedTokenizerBase) else load_tokenizer(tokenizer)
-        )
+        self.tokenizer = resolve_tokenizer(model, tokenizer)
         model.config.pad_token_id = self.tokenizer.pad_token_id
         self.model = model.to(self.device)
         dataset = load_text_preferences(train_dataset)
@@ -184,9 +179,7 @@ def sample_continuation_pairs(
     ]
     torch.manual_seed(seed)
     completions: list[str] = []
-    padding_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
+    with tokenizer_sides(tokenizer, padding="left"):
         for start in tqdm(range(0, num_pairs, batch_size), desc="sampling pairs", leave=False):
             batch = chosen_prompts[start : start + batch_size]
             encoded = tokenizer(batch, return_tensors="pt", padding=True).to(model.device)
@@ -201,8 +194,6 @@ def sample_continuation_pairs(
             completions += tokenizer.batch_decode(
                 output[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True
             )
-    finally:
-        tokenizer.padding_side = padding_side
     return chosen_prompts, completions[0::2], completions[1::2]
 
 

@@ -1,176 +1,19 @@
-"""Text reward models: anything that scores (prompt, completion) pairs.
+"""Moved to :mod:`rlhf_envs.lm.reward_model`; this name is kept until every caller imports from there."""
 
-A text reward model is any callable ``(prompts: list[str], completions: list[str]) -> Tensor[B]``.
-:class:`HFRewardModel` wraps a Hugging Face ``AutoModelForSequenceClassification`` with
-``num_labels=1`` (TRL's reward-model convention: the score of ``prompt + completion`` is the single
-logit at the last non-pad token), so reward models trained with TRL plug in unchanged.
-"""
-
-from __future__ import annotations
-
-from collections.abc import Callable, Sequence
-from pathlib import Path
-
-import torch
-from transformers import (
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    BatchEncoding,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
+from rlhf_envs.lm.reward_model import (
+    HFRewardModel,
+    RewardModelSpec,
+    TextRewardFn,
+    check_scores,
+    encode_texts,
+    resolve_reward_model,
 )
-
-from rlhf_envs.device import resolve_device
-from rlhf_envs.lm.assets import EMBEDDED_REWARD_MODEL_DIR
-
-TextRewardFn = Callable[[list[str], list[str]], torch.Tensor]
-RewardModelSpec = str | Path | PreTrainedModel | TextRewardFn | None
-
-#: Folder of the embedded reward model, a preference model trained on the embedded LM's continuations.
 
 __all__ = [
     "HFRewardModel",
+    "RewardModelSpec",
     "TextRewardFn",
     "check_scores",
     "encode_texts",
     "resolve_reward_model",
 ]
-
-
-def encode_texts(
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str],
-    completions: Sequence[str],
-    max_length: int,
-    device: torch.device,
-) -> BatchEncoding:
-    """Tokenize ``prompt + completion`` for a sequence-classification model, right-padded.
-
-    Texts longer than ``max_length`` tokens lose their beginning: the completion, which the
-    score is about, is kept.
-    """
-    if len(prompts) != len(completions):
-        raise ValueError(f"got {len(prompts)} prompts but {len(completions)} completions")
-    texts = [prompt + completion for prompt, completion in zip(prompts, completions, strict=True)]
-    # TRL's reward models read the whole text; the tokenizer's settings are restored afterwards.
-    saved = tokenizer.padding_side, tokenizer.truncation_side
-    tokenizer.padding_side, tokenizer.truncation_side = "right", "left"
-    try:
-        encoded = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-    finally:
-        tokenizer.padding_side, tokenizer.truncation_side = saved
-    return encoded.to(device)
-
-
-def check_scores(scores: object, batch_size: int) -> torch.Tensor:
-    """Return ``scores`` as float32 of shape [batch_size]; raise ``ValueError`` saying what is wrong."""
-    if not isinstance(scores, torch.Tensor):
-        raise ValueError(f"the reward model must return a torch.Tensor, got {type(scores).__name__}")
-    if scores.shape != (batch_size,):
-        raise ValueError(
-            f"the reward model returned shape {tuple(scores.shape)} for {batch_size} completions; "
-            f"expected ({batch_size},)"
-        )
-    if not torch.isfinite(scores).all():
-        raise ValueError(f"the reward model returned non-finite scores: {scores.tolist()}")
-    return scores.float()
-
-
-class HFRewardModel:
-    """A Hugging Face sequence-classification model with one label, used as a text reward model.
-
-    Args:
-        model: a model id or local folder (``AutoModelForSequenceClassification``), or a loaded model.
-        tokenizer: its tokenizer, or an id/path; ``None`` loads the model's own.
-        device: where the model runs; scores are returned on that device.
-        batch_size: texts per forward pass.
-        max_length: longest text in tokens (its start is cut); defaults to the model's context length.
-    """
-
-    def __init__(
-        self,
-        model: str | Path | PreTrainedModel,
-        tokenizer: str | Path | PreTrainedTokenizerBase | None = None,
-        device: str | torch.device = "auto",
-        batch_size: int = 64,
-        max_length: int | None = None,
-    ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if isinstance(model, str | Path):
-            tokenizer = model if tokenizer is None else tokenizer
-            model = AutoModelForSequenceClassification.from_pretrained(str(model))
-        elif not isinstance(model, PreTrainedModel):
-            raise TypeError(f"model must be an id, a path or a PreTrainedModel, got {type(model).__name__}")
-        if model.config.num_labels != 1:
-            raise ValueError(
-                f"a reward model has num_labels=1 (one score), this one has {model.config.num_labels}"
-            )
-        if tokenizer is None:
-            tokenizer = model.config.name_or_path
-            if not tokenizer:
-                raise ValueError("pass `tokenizer`: the given model does not say where it was loaded from")
-        if not isinstance(tokenizer, PreTrainedTokenizerBase):
-            tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        if model.config.pad_token_id is None:
-            # The score is read at the last non-pad token, which the model finds by the pad id.
-            model.config.pad_token_id = tokenizer.pad_token_id
-        self.device = resolve_device(device)
-        if self.device.type == "cpu" and model.dtype == torch.float16:
-            model = model.float()  # weights may be shipped in float16; CPUs compute in float32
-        self.model = model.to(self.device).eval()
-        self.tokenizer = tokenizer
-        self.batch_size = batch_size
-        positions = getattr(model.config, "n_positions", None) or getattr(
-            model.config, "max_position_embeddings", 1024
-        )
-        self.max_length = max_length or positions
-
-    @torch.inference_mode()
-    def __call__(self, prompts: list[str], completions: list[str]) -> torch.Tensor:
-        """Scores of ``prompt + completion``, shape [B], float32 on ``self.device``."""
-        scores = []
-        for start in range(0, len(prompts), self.batch_size):
-            end = start + self.batch_size
-            batch = encode_texts(
-                self.tokenizer, prompts[start:end], completions[start:end], self.max_length, self.device
-            )
-            scores.append(self.model(**batch).logits[:, 0].float())
-        if not scores:
-            return torch.zeros(0, device=self.device)
-        return torch.cat(scores)
-
-    def __repr__(self) -> str:
-        return f"HFRewardModel({self.model.config.name_or_path or type(self.model).__name__!r})"
-
-
-def resolve_reward_model(
-    reward_model: RewardModelSpec,
-    device: str | torch.device = "auto",
-    tokenizer: PreTrainedTokenizerBase | None = None,
-) -> TextRewardFn:
-    """Turn a reward-model argument into a callable ``(prompts, completions) -> Tensor[B]``.
-
-    ``None`` or ``"embedded"`` is the embedded reward model; a string or path is loaded with
-    :class:`HFRewardModel`; a ``PreTrainedModel`` is wrapped (with ``tokenizer``); any other callable
-    is used as it is. ``tokenizer`` serves a model that does not say where it was loaded from.
-    """
-    if reward_model is None or (isinstance(reward_model, str) and reward_model == "embedded"):
-        if not (EMBEDDED_REWARD_MODEL_DIR / "config.json").is_file():
-            raise FileNotFoundError(
-                f"the embedded reward model is not in {EMBEDDED_REWARD_MODEL_DIR}; train it with "
-                "`rlhf-envs reward-model` or pass `reward_model=`"
-            )
-        return HFRewardModel(EMBEDDED_REWARD_MODEL_DIR, device=device)
-    if isinstance(reward_model, str | Path):
-        return HFRewardModel(reward_model, device=device)
-    if isinstance(reward_model, PreTrainedModel):
-        own = bool(reward_model.config.name_or_path)
-        return HFRewardModel(reward_model, None if own else tokenizer, device=device)
-    if callable(reward_model):
-        return reward_model
-    raise TypeError(
-        f"reward_model must be a callable, an id or path, or a model, got {type(reward_model).__name__}"
-    )
