@@ -22,7 +22,7 @@ _ENVS = {
     ),
     # No max_episode_steps: the env truncates at its own `horizon`, the N of its exit bonus.
     "rlhf_envs/HalfCheetah-v0": dict(
-        entry_point="rlhf_envs.envs.half_cheetah:make_half_cheetah",
+        entry_point="rlhf_envs.rewards.entry_points:make_half_cheetah",
     ),
     "rlhf_envs/TokenEnv-v0": dict(
         entry_point="rlhf_envs.envs.token:TokenEnv",

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import math
 import os
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-import gymnasium as gym
 import numpy as np
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from gymnasium.utils import EzPickle
-
-if TYPE_CHECKING:
-    from rlhf_envs.rewards.protocols import ControlRewardModel
 
 # Without a display MuJoCo's default GLFW backend cannot render; EGL renders headless (Mesa's software
 # renderer on a CPU machine, the NVIDIA driver on a GPU one). An explicit MUJOCO_GL is left as it is.
@@ -167,24 +163,3 @@ class HalfCheetah(HalfCheetahEnv):
         if self._lecture:
             return obs, lecture_reward, exited, n >= self.horizon, info
         return obs, forward_reward, False, n >= self.horizon, info
-
-
-def make_half_cheetah(reward: RewardName | ControlRewardModel = "lecture", **kwargs: Any) -> gym.Env:
-    """Entry point of ``rlhf_envs/HalfCheetah-v0``: a :class:`HalfCheetah`, in ``LearnedReward`` for a model.
-
-    With a reward model the env's own reward is the lecture's, kept as ``info["true_reward"]``.
-    """
-    if isinstance(reward, str):
-        return HalfCheetah(reward=reward, **kwargs)
-    if not callable(reward):
-        raise TypeError(
-            f"reward must be one of {REWARDS} or a callable reward model, got {type(reward).__name__}"
-        )
-    # Imported here so that making the env with a named reward does not import torch.
-    from rlhf_envs.rewards.learned import LearnedReward
-
-    return LearnedReward(HalfCheetah(reward="lecture", **kwargs), reward)
-
-
-# `gym.make` reads the render modes from its entry point before building the env.
-make_half_cheetah.metadata = HalfCheetah.metadata  # type: ignore[attr-defined]

@@ -20,8 +20,8 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 
-from rlhf_envs.preferences.bradley_terry import preference_probability
-from rlhf_envs.preferences.segments import Segment
+from rlhf_envs.rewards.bradley_terry import preference_probability
+from rlhf_envs.rewards.comparisons import Segment
 
 __all__ = ["HumanLabeler", "SyntheticLabeler"]
 

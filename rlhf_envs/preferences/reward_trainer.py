@@ -26,9 +26,9 @@ from rlhf_envs.lm.assets import DEFAULT_PROMPTS_FILE, EMBEDDED_REWARD_MODEL_DIR,
 from rlhf_envs.lm.loading import load_causal_lm, resolve_model_path, resolve_tokenizer
 from rlhf_envs.lm.reward_model import encode_texts
 from rlhf_envs.lm.tokens import tokenizer_sides
-from rlhf_envs.preferences.bradley_terry import bradley_terry_loss
 from rlhf_envs.preferences.text import TextPreferenceStore, load_text_preferences
 from rlhf_envs.preferences.text_labelers import SyntheticTextLabeler, collect_text_preferences
+from rlhf_envs.rewards.bradley_terry import bradley_terry_loss
 
 __all__ = [
     "RewardModelTrainer",

@@ -16,87 +16,17 @@ of a reward-model ensemble disagree most about P(a ≻ b).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-from rlhf_envs.preferences.bradley_terry import preference_probability
+from rlhf_envs.rewards.bradley_terry import preference_probability
+from rlhf_envs.rewards.comparisons import SEGMENT_ARRAYS, Segment
 
-__all__ = ["Segment", "collect_segments", "cut_segments", "disagreement_pairs", "uniform_pairs"]
-
-_ARRAY_FIELDS = ("obs", "actions", "next_obs", "rewards")
-
-
-@dataclass(frozen=True, eq=False)
-class Segment:
-    """A piece of one episode: ``obs[t], actions[t] -> next_obs[t]`` with true reward ``rewards[t]``.
-
-    Attributes:
-        obs: observations, shape [T, *obs_shape].
-        actions: actions, shape [T, *action_shape] (integers for discrete actions).
-        next_obs: the observation after each action, shape [T, *obs_shape].
-        rewards: the true rewards, shape [T]; hidden from reward models.
-        frames: optional renderings of the T steps for a human: uint8 images [T, H, W, 3], or
-            strings (an array of T texts) for a terminal view.
-        terminated: the last step terminated the episode (not a truncation): nothing follows it, so
-            a reward model may treat the rest of the segment's time as spent in an absorbing state.
-    """
-
-    obs: np.ndarray
-    actions: np.ndarray
-    next_obs: np.ndarray
-    rewards: np.ndarray
-    frames: np.ndarray | None = None
-    terminated: bool = False
-
-    def __post_init__(self) -> None:
-        for name in _ARRAY_FIELDS:
-            object.__setattr__(self, name, np.asarray(getattr(self, name)))
-        object.__setattr__(self, "rewards", self.rewards.astype(np.float64, copy=False))
-        length = len(self.rewards) if self.rewards.ndim == 1 else -1
-        if length < 1:
-            raise ValueError(f"rewards must be a non-empty 1-D array, got shape {self.rewards.shape}")
-        for name in ("obs", "actions", "next_obs"):
-            if getattr(self, name).ndim == 0 or len(getattr(self, name)) != length:
-                raise ValueError(
-                    f"{name} must have {length} rows like rewards, got shape {getattr(self, name).shape}"
-                )
-        if self.obs.shape != self.next_obs.shape:
-            raise ValueError(f"obs {self.obs.shape} and next_obs {self.next_obs.shape} differ in shape")
-        if self.frames is not None:
-            frames = np.asarray(self.frames)
-            if len(frames) != length:
-                raise ValueError(f"frames must have {length} entries, got {len(frames)}")
-            object.__setattr__(self, "frames", frames)
-
-    def __len__(self) -> int:
-        return len(self.rewards)
-
-    @property
-    def true_return(self) -> float:
-        """The sum of the segment's true rewards."""
-        return float(self.rewards.sum())
-
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        """The segment as named arrays (for ``np.savez``)."""
-        arrays = {name: getattr(self, name) for name in _ARRAY_FIELDS}
-        if self.frames is not None:
-            arrays["frames"] = self.frames
-        arrays["terminated"] = np.array(self.terminated)
-        return arrays
-
-    @classmethod
-    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> Segment:
-        """Inverse of ``to_arrays``."""
-        missing = set(_ARRAY_FIELDS) - arrays.keys()
-        if missing:
-            raise ValueError(f"segment arrays lack {sorted(missing)}")
-        fields = {name: arrays[name] for name in (*_ARRAY_FIELDS, "frames") if name in arrays}
-        return cls(**fields, terminated=bool(arrays.get("terminated", False)))
+__all__ = ["collect_segments", "cut_segments", "disagreement_pairs", "uniform_pairs"]
 
 
 def cut_segments(
@@ -191,7 +121,7 @@ def collect_segments(
         )
     if policy is None:
         env.action_space.seed(seed)
-    columns: dict[str, list[Any]] = {name: [] for name in (*_ARRAY_FIELDS, "ends", "terminated", "frames")}
+    columns: dict[str, list[Any]] = {name: [] for name in (*SEGMENT_ARRAYS, "ends", "terminated", "frames")}
     observation, _ = env.reset(seed=seed)
     for _ in range(num_steps):
         if render:

@@ -25,18 +25,14 @@ import os
 import uuid
 import warnings
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rlhf_envs.preferences.segments import Segment
+from rlhf_envs.rewards.comparisons import LABELS, Comparison, Segment
 
-__all__ = ["Comparison", "JsonlStore", "PreferenceFileError", "PreferenceStore", "LABELS"]
-
-#: Labels of a control comparison: P(a ≻ b), i.e. 1 = a preferred, 0 = b preferred, 0.5 = equal.
-LABELS = (0.0, 0.5, 1.0)
+__all__ = ["JsonlStore", "PreferenceFileError", "PreferenceStore"]
 
 
 class PreferenceFileError(ValueError):
@@ -151,16 +147,6 @@ class JsonlStore:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r}, records={len(self)})"
-
-
-@dataclass(eq=False)
-class Comparison:
-    """Two segments and a label: P(a ≻ b), 1 = a preferred, 0 = b preferred, 0.5 = equal."""
-
-    segment_a: Segment
-    segment_b: Segment
-    label: float
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 def _check_label(label: Any) -> float:

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-from rlhf_envs.preferences.bradley_terry import preference_probability
 from rlhf_envs.preferences.text import TextPreferenceStore
+from rlhf_envs.rewards.bradley_terry import preference_probability
 
 TextLabeler = Callable[[str, str, str], "float | None"]
 

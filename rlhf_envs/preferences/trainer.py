@@ -21,8 +21,9 @@ from typing import Any, Literal, Protocol
 import gymnasium as gym
 import numpy as np
 
-from rlhf_envs.preferences.segments import Segment, collect_segments, disagreement_pairs, uniform_pairs
-from rlhf_envs.preferences.store import Comparison, PreferenceStore
+from rlhf_envs.preferences.segments import collect_segments, disagreement_pairs, uniform_pairs
+from rlhf_envs.preferences.store import PreferenceStore
+from rlhf_envs.rewards.comparisons import Comparison, Segment
 from rlhf_envs.rewards.trajectory import FitResult, TrajectoryRewardModel
 
 __all__ = ["PreferenceConfig", "PreferenceTrainer", "RoundReport", "label_schedule"]

@@ -33,9 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlhf_envs.device import resolve_device
-from rlhf_envs.preferences.bradley_terry import bradley_terry_loss, preference_probability
-from rlhf_envs.preferences.segments import Segment
-from rlhf_envs.preferences.store import Comparison
+from rlhf_envs.rewards.bradley_terry import bradley_terry_loss, preference_probability
+from rlhf_envs.rewards.comparisons import Comparison, Segment
 
 __all__ = ["FitResult", "TrajectoryRewardConfig", "TrajectoryRewardModel"]
 
