@@ -4,9 +4,10 @@ from agents.dqn import DQN, DQNConfig
 from agents.kl_control import AdaptiveKLController, FixedKLController
 from agents.plotting import plot_learning_curve
 from agents.ppo import PPO, PPOConfig
-from agents.q_learning import QLearning
+from agents.q_learning import QLearning, QLearningConfig
 from agents.schedules import LinearSchedule
 from agents.token_policy import TokenActorCritic
+from agents.token_ppo import TokenPPO
 from agents.token_q_learning import TokenQConfig, TokenQLearning
 
 __all__ = [
@@ -18,7 +19,9 @@ __all__ = [
     "PPO",
     "PPOConfig",
     "QLearning",
+    "QLearningConfig",
     "TokenActorCritic",
+    "TokenPPO",
     "TokenQConfig",
     "TokenQLearning",
     "plot_learning_curve",

@@ -17,10 +17,11 @@ from typing import Any, ClassVar
 
 import gymnasium as gym
 import torch
+from gymnasium.vector import VectorEnv
 
 from agents.checkpoint import load_checkpoint, save_atomic
 from agents.logger import EpisodeTracker, Logger
-from agents.vector import make_tensor_vector_env
+from agents.vector import env_gamma, make_tensor_vector_env
 from rlhf_envs.device import resolve_device
 from rlhf_envs.envs.batched import CoreVectorEnv
 
@@ -40,7 +41,8 @@ class BaseAlgorithm:
     """Owns the vector env, device, seed and step counters; subclasses own networks and the update.
 
     Subclasses set ``config_class`` and implement ``_state_dict`` / ``_load_state_dict`` (their
-    networks, optimizers, buffers) and ``_prepare_observation`` (e.g. normalization).
+    networks, optimizers, buffers) and may override ``_prepare_observation`` (e.g. normalization)
+    and ``_make_env`` (how a given env is adapted).
     """
 
     config_class: ClassVar[type]
@@ -58,7 +60,8 @@ class BaseAlgorithm:
         self.seed = seed
         # One seed fixes the network initialization and every sample the agent draws.
         torch.manual_seed(seed)
-        self.env = None if env is None else make_tensor_vector_env(env, self.config.num_envs, self.device)
+        self.env = None if env is None else self._make_env(env)
+        self.gamma: float | None = None  # the discount, for the agents that have one
         self.num_timesteps = 0
         self._target_timesteps = 0
         self._last_obs: torch.Tensor | None = None
@@ -70,6 +73,17 @@ class BaseAlgorithm:
                 f"{type(self).__name__} needs an env or spaces=(observation_space, action_space)"
             )
         self.observation_space, self.action_space = spaces
+
+    def _make_env(self, env: Any) -> VectorEnv:
+        """The vector env the agent steps: tensors in and out on its device."""
+        return make_tensor_vector_env(env, self.config.num_envs, self.device)
+
+    def _discount(self, configured: float | None) -> float:
+        """γ: the configured one, else the env's own (the tabular MDP's), else 0.99."""
+        if configured is not None:
+            return float(configured)
+        own = None if self.env is None else env_gamma(self.env)
+        return 0.99 if own is None else float(own)
 
     def _start_learn(
         self, total_timesteps: int, reset_num_timesteps: bool, progress_bar: bool, desc: str
@@ -122,6 +136,7 @@ class BaseAlgorithm:
             "algorithm": type(self).__name__,
             # Field by field, not dataclasses.asdict: schedules must stay LinearSchedule objects.
             "config": {f.name: getattr(self.config, f.name) for f in dataclasses.fields(self.config)},
+            "gamma": self.gamma,
             "spaces": (self.observation_space, self.action_space),
             "seed": self.seed,
             "num_timesteps": self.num_timesteps,
@@ -155,6 +170,8 @@ class BaseAlgorithm:
             **config,
         )
         agent._load_state_dict(state)
+        if state["gamma"] is not None:  # as resolved from the env it trained on
+            agent.gamma = state["gamma"]
         agent.num_timesteps = state["num_timesteps"]
         agent._target_timesteps = state["target_timesteps"]
         saved_env = state["env"]

@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
+import gymnasium as gym
 import torch
 
 
@@ -38,6 +40,27 @@ class RolloutBuffer:
         self.values = torch.zeros(shape, device=device)
         self.advantages = torch.zeros(shape, device=device)
         self.returns = torch.zeros(shape, device=device)
+
+    @classmethod
+    def for_spaces(
+        cls,
+        num_steps: int,
+        num_envs: int,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        device: torch.device,
+    ) -> RolloutBuffer:
+        """A buffer for one env's spaces: Box observations and actions as floats, others as integers."""
+        continuous = isinstance(action_space, gym.spaces.Box)
+        return cls(
+            num_steps,
+            num_envs,
+            obs_shape=observation_space.shape,
+            obs_dtype=torch.float32 if isinstance(observation_space, gym.spaces.Box) else torch.long,
+            action_shape=(math.prod(action_space.shape),) if continuous else (),
+            action_dtype=torch.float32 if continuous else torch.long,
+            device=device,
+        )
 
     def add(
         self,
@@ -71,17 +94,32 @@ class RolloutBuffer:
             next_value = self.values[t]
         self.returns = self.advantages + self.values
 
+    FIELDS = ("obs", "actions", "logprobs", "values", "advantages", "returns", "dones")
+
     def minibatches(self, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
         """One epoch over the rollout in random minibatches of ``batch_size`` (flattened over T × N)."""
         total = self.num_steps * self.num_envs
         flat = {
-            name: getattr(self, name).reshape(total, *getattr(self, name).shape[2:])
-            for name in ("obs", "actions", "logprobs", "values", "advantages", "returns")
+            name: getattr(self, name).reshape(total, *getattr(self, name).shape[2:]) for name in self.FIELDS
         }
         order = torch.randperm(total, device=self.obs.device)
         for start in range(0, total, batch_size):
             index = order[start : start + batch_size]
             yield {name: tensor[index] for name, tensor in flat.items()}
+
+
+class ColumnRolloutBuffer(RolloutBuffer):
+    """A :class:`RolloutBuffer` whose minibatches are whole env columns, [T, m] with their dones.
+
+    A language-model policy scores all steps of an episode in one forward pass over its last
+    window; it needs the steps of each episode together and in order.
+    """
+
+    def minibatches(self, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+        """One epoch in minibatches of ``m`` random env columns, ``m * num_steps`` ≈ ``batch_size``."""
+        envs_per_batch = max(1, batch_size // self.num_steps)
+        for columns in torch.randperm(self.num_envs, device=self.obs.device).split(envs_per_batch):
+            yield {name: getattr(self, name)[:, columns] for name in self.FIELDS}
 
 
 class ReplayBuffer:

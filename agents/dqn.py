@@ -39,6 +39,24 @@ def bins_to_box(indices: torch.Tensor, space: gym.spaces.Box, bins: int) -> torc
     return actions.reshape(indices.shape[0], *space.shape)
 
 
+def action_heads(space: gym.Space, bins: int) -> tuple[int, int]:
+    """``(heads, choices per head)`` of the Q-network for an action space (see the module docstring)."""
+    if isinstance(space, gym.spaces.Discrete):
+        return 1, int(space.n)
+    if (
+        isinstance(space, gym.spaces.MultiDiscrete)
+        and space.nvec.size
+        and (space.nvec == space.nvec.flat[0]).all()
+    ):
+        return int(space.nvec.size), int(space.nvec.flat[0])
+    if isinstance(space, gym.spaces.Box):
+        return math.prod(space.shape), bins
+    raise ValueError(
+        f"DQN needs a Discrete, MultiDiscrete (equal choices per dimension) or bounded Box "
+        f"action space, got {space}"
+    )
+
+
 class DiscretizeActions(VectorActionWrapper):
     """A Box-action vector env as a ``MultiDiscrete([bins] * D)`` one: bin i of a dimension is
     ``low + i (high − low) / (bins − 1)``, so the bounds and (for odd ``bins``) their midpoint are actions.
@@ -153,30 +171,11 @@ class DQN(BaseAlgorithm):
     ) -> None:
         super().__init__(env, device, seed, config, spaces)
         cfg = self.config
-        space = self.action_space
-        if isinstance(space, gym.spaces.Discrete):
-            self.num_branches, self.num_bins = 1, int(space.n)
-        elif (
-            isinstance(space, gym.spaces.MultiDiscrete)
-            and space.nvec.size
-            and (space.nvec == space.nvec.flat[0]).all()
-        ):
-            self.num_branches, self.num_bins = int(space.nvec.size), int(space.nvec.flat[0])
-        elif isinstance(space, gym.spaces.Box):
-            self.num_branches, self.num_bins = math.prod(space.shape), cfg.action_bins
-            if self.env is not None:
-                self.env = DiscretizeActions(self.env, cfg.action_bins)
-        else:
-            raise ValueError(
-                f"DQN needs a Discrete, MultiDiscrete (equal choices per dimension) or bounded Box "
-                f"action space, got {space}"
-            )
+        self.num_branches, self.num_bins = action_heads(self.action_space, cfg.action_bins)
+        if self.env is not None and isinstance(self.action_space, gym.spaces.Box):
+            self.env = DiscretizeActions(self.env, cfg.action_bins)
         observation_size(self.observation_space)  # raises a ValueError naming an unsupported space
-        env_gamma = getattr(getattr(self.env, "unwrapped", None), "core", None)
-        env_gamma = getattr(env_gamma, "gamma", None)
-        self.gamma = float(
-            cfg.gamma if cfg.gamma is not None else env_gamma if env_gamma is not None else 0.99
-        )
+        self.gamma = self._discount(cfg.gamma)
 
         def q_network() -> BranchingQNetwork:
             return BranchingQNetwork(
@@ -190,11 +189,10 @@ class DQN(BaseAlgorithm):
         self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=value_at(cfg.learning_rate, 0.0))
         self.replay = None
         if self.env is not None:
-            is_box = isinstance(self.observation_space, gym.spaces.Box)
             self.replay = ReplayBuffer(
                 cfg.buffer_size,
                 obs_shape=self.observation_space.shape,
-                obs_dtype=torch.float32 if is_box else torch.long,
+                obs_dtype=torch.float32 if isinstance(self.observation_space, gym.spaces.Box) else torch.long,
                 action_shape=(self.num_branches,),
                 device=self.device,
             )

@@ -13,8 +13,12 @@ which steers the measured KL towards a target.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from agents.ppo import PPOConfig
 
 __all__ = ["AdaptiveKLController", "FixedKLController", "KLPenalty", "KLStats"]
 
@@ -99,6 +103,24 @@ class KLPenalty:
         self.kl = torch.zeros(num_steps, num_envs, device=device)
         #: One :class:`KLStats` per rollout, oldest first (for learning curves).
         self.history: list[KLStats] = []
+
+    @classmethod
+    def from_config(cls, config: PPOConfig, num_envs: int, device: torch.device) -> KLPenalty:
+        """The penalty a PPO config asks for: β fixed at ``kl_coef``, or adapted towards ``kl_target``."""
+        controller = (
+            FixedKLController(config.kl_coef)
+            if config.kl_target is None
+            else AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon)
+        )
+        return cls(controller, config.n_steps, num_envs, config.whiten_rewards, device)
+
+    def state_dict(self) -> dict[str, Any]:
+        """β as it stands and the rollouts' statistics: what a resumed run continues from."""
+        return {"kl_coef": self.controller.value, "history": list(self.history)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.controller.value = float(state["kl_coef"])
+        self.history = list(state["history"])
 
     def record(self, step: int, logprob: torch.Tensor, ref_logprob: torch.Tensor) -> None:
         """Store log π − log π_pt of the tokens taken at step ``step`` of the rollout."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gymnasium as gym
 import torch
 
 
@@ -46,6 +47,13 @@ class ObservationNormalizer:
     ) -> None:
         self.stats = RunningMeanStd(shape, device)
         self.clip, self.epsilon = clip, epsilon
+
+    @classmethod
+    def for_space(cls, space: gym.Space, device: torch.device) -> ObservationNormalizer:
+        """A normalizer for a Box observation space (a ValueError names any other space)."""
+        if not isinstance(space, gym.spaces.Box):
+            raise ValueError(f"normalize_observations needs a Box observation space, got {space}")
+        return cls(space.shape, device)
 
     def __call__(self, obs: torch.Tensor, update: bool = False) -> torch.Tensor:
         obs = obs.float()

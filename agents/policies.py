@@ -61,14 +61,14 @@ def observation_batch(obs: Any, space: gym.Space, device: torch.device) -> tuple
         ):
             raise ValueError(f"observations must be integers in {space}, got {obs!r}")
         single = array.ndim == 0
-    elif isinstance(space, gym.spaces.Box):
+    elif isinstance(space, gym.spaces.Box | gym.spaces.MultiDiscrete):
         single = array.shape == space.shape
         if not single and array.shape[1:] != space.shape:
             raise ValueError(
                 f"observations must have shape {space.shape} or [B, *{space.shape}], got {array.shape}"
             )
     else:
-        raise ValueError(f"predict needs a Discrete or Box observation space, got {space}")
+        raise ValueError(f"predict needs a Discrete, Box or MultiDiscrete observation space, got {space}")
     tensor = torch.as_tensor(array, device=device)
     return (tensor.unsqueeze(0) if single else tensor), single
 
@@ -160,9 +160,13 @@ class ActorCriticPolicy(nn.Module):
         return action, self._log_prob(distribution, action), self.value(obs)
 
     def evaluate(
-        self, obs: torch.Tensor, action: torch.Tensor
+        self, obs: torch.Tensor, action: torch.Tensor, dones: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(log π(action | obs), entropy of π(· | obs), V(obs))`` under the current parameters."""
+        """``(log π(action | obs), entropy of π(· | obs), V(obs))`` under the current parameters.
+
+        ``dones`` (where episodes end) are part of the policy interface for policies that score an
+        episode's steps together; an MLP scores each step on its own and does not need them.
+        """
         distribution = self.distribution(obs)
         entropy = distribution.entropy()
         if self.continuous:

@@ -10,18 +10,15 @@ alternating two phases:
 
 The policy is a pluggable module (see :mod:`agents.policies`): an MLP actor-critic by default,
 any module with ``act``/``evaluate``/``value``/``deterministic_action``/``env_action`` otherwise.
-On the TokenEnv the policy is the language model with a value head (:mod:`agents.token_policy`),
-each token's reward carries the KL penalty −β (log π − log π_pt) and β follows an adaptive
-controller (:mod:`agents.kl_control`); a policy with ``evaluates_sequences`` is updated on
-minibatches of whole env columns, so that one forward pass scores all tokens of an episode.
+Envs that report the reference policy's log-probability of each action (the TokenEnv) can have each
+step's reward carry the KL penalty −β (log π − log π_ref), β set by a controller
+(:mod:`agents.kl_control`). :class:`agents.TokenPPO` is this PPO configured for the TokenEnv.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -30,19 +27,10 @@ from torch import nn
 
 from agents.base import BaseAlgorithm
 from agents.buffers import RolloutBuffer
-from agents.kl_control import AdaptiveKLController, FixedKLController, KLPenalty
+from agents.kl_control import KLPenalty
 from agents.normalize import ObservationNormalizer, RewardNormalizer
 from agents.policies import ActorCriticPolicy, observation_batch
 from agents.schedules import LinearSchedule, Schedule, value_at
-from agents.token_policy import (
-    TOKEN_ENV_PPO_DEFAULTS,
-    TokenActorCritic,
-    is_token_env,
-    is_token_observation_space,
-    pack_observation,
-    token_vector_env,
-)
-from rlhf_envs.device import resolve_device
 
 
 @dataclass
@@ -85,8 +73,8 @@ class PPOConfig:
         bootstrap_truncated: add γ V(final observation) to the reward of truncated episodes; False
             where the time limit is part of the task (the TokenEnv scores the text at N tokens).
 
-    ``PPO(token_env)`` starts from :data:`agents.token_policy.TOKEN_ENV_PPO_DEFAULTS` instead of these
-    defaults (γ = 1, the KL penalty with the adaptive controller, LM learning rates); options given win.
+    :class:`agents.TokenPPO` starts from :data:`agents.token_ppo.TOKEN_ENV_PPO_DEFAULTS` instead of
+    these defaults (γ = 1, the KL penalty with the adaptive controller, LM learning rates).
     """
 
     num_envs: int = 64
@@ -155,14 +143,12 @@ class PPO(BaseAlgorithm):
         agent = PPO("rlhf_envs/CarDriving-v0", normalize_rewards=True).learn(200_000)
         action, _ = agent.predict(obs)
 
-    On the TokenEnv (an id, a ``TokenEnv`` or a ``TokenVectorEnv``) the actor is a copy of the env's
-    reference LM and :meth:`save` writes a Hugging Face model folder::
-
-        agent = PPO(TokenVectorEnv(64, reward_model=my_reward_model), kl_target=3.0).learn(100_000)
-        agent.save("fine-tuned")  # AutoModelForCausalLM.from_pretrained("fine-tuned")
+    On the TokenEnv use :class:`agents.TokenPPO`, whose actor is a copy of the env's reference LM.
     """
 
     config_class = PPOConfig
+    #: How the rollout is stored and cut into minibatches (whole env columns for an LM policy).
+    rollout_buffer_class: ClassVar[type[RolloutBuffer]] = RolloutBuffer
 
     def __init__(
         self,
@@ -173,76 +159,39 @@ class PPO(BaseAlgorithm):
         spaces: tuple[gym.Space, gym.Space] | None = None,
         **config: Any,
     ) -> None:
-        if env is not None and is_token_env(env):
-            config = {**TOKEN_ENV_PPO_DEFAULTS, **config}
-            env = token_vector_env(env, config["num_envs"], resolve_device(device))
         super().__init__(env, device, seed, config, spaces)
         cfg = self.config
-        self.token_observations = is_token_observation_space(self.observation_space)
-        env_gamma = getattr(getattr(self.env, "core", None), "gamma", None)
-        self.gamma = float(
-            cfg.gamma if cfg.gamma is not None else env_gamma if env_gamma is not None else 0.99
-        )
-        if policy is None and self.token_observations:
-            if self.env is None:
-                raise ValueError("a TokenEnv policy is a copy of the env's reference LM: pass the env")
-            policy = TokenActorCritic(self.env.core.model, self.env.core.tokenizer)
-        elif policy is None:
-            policy = ActorCriticPolicy(
-                self.observation_space,
-                self.action_space,
-                net_arch=cfg.net_arch,
-                activation=cfg.activation,
-                log_std_init=cfg.log_std_init,
-                ortho_init=cfg.ortho_init,
-            )
-        self.policy = policy.to(self.device)
+        self.gamma = self._discount(cfg.gamma)
+        self.policy = (policy if policy is not None else self._default_policy()).to(self.device)
         # foreach: one fused call over all parameters instead of a Python loop (CPU's default).
         self.optimizer = torch.optim.Adam(
             self.policy.parameters(), lr=value_at(cfg.learning_rate, 0.0), eps=1e-5, foreach=True
         )
-
         self.obs_normalizer = None
         if cfg.normalize_observations:
-            if not isinstance(self.observation_space, gym.spaces.Box):
-                raise ValueError(
-                    f"normalize_observations needs a Box observation space, got {self.observation_space}"
-                )
-            self.obs_normalizer = ObservationNormalizer(self.observation_space.shape, self.device)
-        self.reward_normalizer = None
-        self.buffer = None
-        self.kl_penalty = None
-        if self.env is not None:
-            if cfg.normalize_rewards:
-                self.reward_normalizer = RewardNormalizer(self.env.num_envs, self.gamma, self.device)
-            if cfg.kl_coef is not None:
-                if getattr(getattr(self.env, "core", None), "kl_coef", 0.0):
-                    raise ValueError(
-                        "the env already adds β·log π_pt to its rewards (its kl_coef > 0): build it with "
-                        "kl_coef=0 for PPO's KL penalty, or pass kl_coef=None to PPO"
-                    )
-                controller = (
-                    FixedKLController(cfg.kl_coef)
-                    if cfg.kl_target is None
-                    else AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
-                )
-                self.kl_penalty = KLPenalty(
-                    controller, cfg.n_steps, self.env.num_envs, cfg.whiten_rewards, self.device
-                )
-            continuous = isinstance(self.action_space, gym.spaces.Box)
-            # Token observations are stored packed (see agents.token_policy.pack_observation).
-            obs_space = (
-                self.observation_space["input_ids"] if self.token_observations else self.observation_space
-            )
-            self.buffer = RolloutBuffer(
-                cfg.n_steps,
-                self.env.num_envs,
-                obs_shape=obs_space.shape,
-                obs_dtype=torch.float32 if isinstance(self.observation_space, gym.spaces.Box) else torch.long,
-                action_shape=(int(np.prod(self.action_space.shape)),) if continuous else (),
-                action_dtype=torch.float32 if continuous else torch.long,
-                device=self.device,
-            )
+            self.obs_normalizer = ObservationNormalizer.for_space(self.observation_space, self.device)
+        self.reward_normalizer, self.kl_penalty, self.buffer = None, None, None
+        if self.env is None:
+            return  # an agent that only predicts
+        num_envs = self.env.num_envs
+        if cfg.normalize_rewards:
+            self.reward_normalizer = RewardNormalizer(num_envs, self.gamma, self.device)
+        if cfg.kl_coef is not None:
+            self.kl_penalty = KLPenalty.from_config(cfg, num_envs, self.device)
+        self.buffer = self.rollout_buffer_class.for_spaces(
+            cfg.n_steps, num_envs, self.observation_space, self.action_space, self.device
+        )
+
+    def _default_policy(self) -> nn.Module:
+        cfg = self.config
+        return ActorCriticPolicy(
+            self.observation_space,
+            self.action_space,
+            net_arch=cfg.net_arch,
+            activation=cfg.activation,
+            log_std_init=cfg.log_std_init,
+            ortho_init=cfg.ortho_init,
+        )
 
     def learn(self, total_timesteps: int, progress_bar: bool = True, reset_num_timesteps: bool = True) -> PPO:
         """Train for ``total_timesteps`` env steps (summed over parallel envs, rounded up to whole rollouts).
@@ -315,16 +264,9 @@ class PPO(BaseAlgorithm):
         # policy loss, value loss, entropy, approximate KL, clip fraction: summed on the device.
         totals = torch.zeros(5, device=self.device)
         num_minibatches = 0
-        sequences = getattr(self.policy, "evaluates_sequences", False)
         for _ in range(cfg.n_epochs):
-            batches = self._column_minibatches() if sequences else self.buffer.minibatches(cfg.batch_size)
-            for batch in batches:
-                if sequences:
-                    logprob, entropy, value = self.policy.evaluate(
-                        batch["obs"], batch["actions"], batch["dones"]
-                    )
-                else:
-                    logprob, entropy, value = self.policy.evaluate(batch["obs"], batch["actions"])
+            for batch in self.buffer.minibatches(cfg.batch_size):
+                logprob, entropy, value = self.policy.evaluate(batch["obs"], batch["actions"], batch["dones"])
                 log_ratio = logprob - batch["logprobs"]
                 ratio = log_ratio.exp()
                 with torch.no_grad():
@@ -375,18 +317,7 @@ class PPO(BaseAlgorithm):
             stats["std"] = self.policy.log_std.exp().mean().item()
         return {f"train/{name}": value for name, value in stats.items()}
 
-    def _column_minibatches(self) -> Iterator[dict[str, torch.Tensor]]:
-        """One epoch in minibatches of whole env columns ([n_steps, m], ``m * n_steps`` ≈ batch_size),
-        with their dones: for policies that evaluate an episode's steps together."""
-        buffer = self.buffer
-        envs_per_batch = max(1, self.config.batch_size // buffer.num_steps)
-        names = ("obs", "actions", "logprobs", "values", "advantages", "returns", "dones")
-        for columns in torch.randperm(buffer.num_envs, device=self.device).split(envs_per_batch):
-            yield {name: getattr(buffer, name)[:, columns] for name in names}
-
     def _prepare_observation(self, obs: torch.Tensor, update: bool) -> torch.Tensor:
-        if self.token_observations:
-            return pack_observation(obs)
         if self.obs_normalizer is not None:
             return self.obs_normalizer(obs, update=update)
         return obs.float() if isinstance(self.observation_space, gym.spaces.Box) else obs
@@ -400,14 +331,6 @@ class PPO(BaseAlgorithm):
             action = self.policy.env_action(action).cpu().numpy()
         return (action[0] if single else action), None
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write a checkpoint to ``path``; for a language-model policy, a Hugging Face model folder
-        (``AutoModelForCausalLM.from_pretrained(path)`` loads it; the value head is saved beside it)."""
-        if isinstance(self.policy, TokenActorCritic):
-            self.policy.save_pretrained(path)
-        else:
-            super().save(path)
-
     def _state_dict(self) -> dict[str, Any]:
         return {
             "policy": self.policy.state_dict(),
@@ -416,6 +339,7 @@ class PPO(BaseAlgorithm):
             "reward_normalizer": None
             if self.reward_normalizer is None
             else self.reward_normalizer.state_dict(),
+            "kl_penalty": None if self.kl_penalty is None else self.kl_penalty.state_dict(),
         }
 
     def _load_state_dict(self, state: dict[str, Any]) -> None:
@@ -425,3 +349,5 @@ class PPO(BaseAlgorithm):
             self.obs_normalizer.load_state_dict(state["obs_normalizer"])
         if self.reward_normalizer is not None and state["reward_normalizer"] is not None:
             self.reward_normalizer.load_state_dict(state["reward_normalizer"])
+        if self.kl_penalty is not None and state["kl_penalty"] is not None:
+            self.kl_penalty.load_state_dict(state["kl_penalty"])

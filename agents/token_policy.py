@@ -1,25 +1,30 @@
-"""The PPO policy for the TokenEnv: the language model itself as the actor, a value head as the critic.
+"""The TokenEnv as agents see it, and the policy that acts on it: the language model itself.
+
+:class:`PackedTokenObservations` adapts a :class:`~rlhf_envs.envs.token.TokenVectorEnv` to the
+agents' tensor interface: each ``Dict(input_ids, attention_mask)`` observation becomes one packed
+LongTensor (see :func:`pack_observation`), so that rollout and replay buffers store it like any other.
 
 :class:`TokenActorCritic` speaks the interface of :class:`agents.policies.ActorCriticPolicy`, so
 :class:`agents.PPO` trains it like any other policy. Two things differ inside:
 
 * ``act`` keeps its own KV cache, aligned with the env's observation window: each step costs one
   decoding step of one token per episode, and episodes the env restarted are re-prefilled.
-* ``evaluate`` receives whole env columns ([T, m] steps with their ``dones``; PPO does this for a
-  policy with ``evaluates_sequences = True``): all steps of one episode share one forward pass over
-  its last observation plus its last token, instead of one pass over the whole context per step.
+* ``evaluate`` receives whole env columns ([T, m] steps with their ``dones``, from a
+  :class:`~agents.buffers.ColumnRolloutBuffer`): all steps of one episode share one forward pass
+  over its last observation plus its last token, instead of one pass over the whole context per step.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
+import numpy as np
 import torch
+from gymnasium.vector import VectorEnv, VectorWrapper
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.distributions import Categorical
@@ -30,71 +35,70 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
     from transformers.cache_utils import DynamicCache
 
-    from rlhf_envs.envs.token import TokenVectorEnv
-
-TOKEN_ENV_MODULE = "rlhf_envs.envs.token"
-
 VALUE_HEAD_FILE = "value_head.safetensors"
-
-#: PPO options for the TokenEnv where they differ from the control envs' defaults (the user's win).
-#: γ = 1 and no bootstrap at truncation: the episode ends at N tokens, where r_φ scores the text;
-#: the small constant learning rate, value weight and gradient clip of LM fine-tuning (as in TRL);
-#: the KL penalty with the adaptive controller of Ziegler et al. (2019).
-TOKEN_ENV_PPO_DEFAULTS: dict[str, Any] = {
-    "num_envs": 64,
-    "n_steps": 32,
-    "batch_size": 512,
-    "n_epochs": 4,
-    "learning_rate": 1e-5,
-    "gamma": 1.0,
-    "gae_lambda": 0.95,
-    "clip_range_vf": 0.2,
-    "vf_coef": 0.1,
-    "max_grad_norm": 1.0,
-    "kl_coef": 0.2,
-    "kl_target": 6.0,
-    "kl_horizon": 10_000,
-    "whiten_rewards": True,
-    "bootstrap_truncated": False,
-}
+TOKEN_ENV_ENTRY_POINT = "rlhf_envs.envs.token:TokenEnv"
 
 __all__ = [
-    "TOKEN_ENV_PPO_DEFAULTS",
+    "PackedTokenObservations",
     "TokenActorCritic",
     "is_token_env",
-    "is_token_observation_space",
     "pack_observation",
     "token_vector_env",
 ]
 
 
-def is_token_observation_space(space: Any) -> bool:
-    """True for the TokenEnv's ``Dict(input_ids, attention_mask)`` observations."""
-    spaces = getattr(space, "spaces", None)
-    return isinstance(spaces, dict) and set(spaces) == {"input_ids", "attention_mask"}
-
-
 def is_token_env(env: Any) -> bool:
-    """True for a TokenEnv id, a (wrapped) :class:`TokenEnv` or a :class:`TokenVectorEnv`."""
-    if isinstance(env, str):
-        return gym.spec(env).entry_point == f"{TOKEN_ENV_MODULE}:TokenEnv"
-    token = sys.modules.get(TOKEN_ENV_MODULE)  # a TokenEnv object exists only once its module is loaded
-    return token is not None and isinstance(
-        getattr(env, "unwrapped", env), token.TokenEnv | token.TokenVectorEnv
-    )
+    """True for a TokenEnv id, a (wrapped) :class:`TokenEnv` or :class:`TokenVectorEnv`."""
+    if isinstance(env, str):  # without loading the TokenEnv's module (and transformers)
+        return gym.spec(env).entry_point == TOKEN_ENV_ENTRY_POINT
+    from rlhf_envs.envs.token import TokenEnv, TokenVectorEnv
+
+    return isinstance(getattr(env, "unwrapped", env), TokenEnv | TokenVectorEnv)
 
 
-def token_vector_env(env: Any, num_envs: int, device: torch.device, **env_kwargs: Any) -> TokenVectorEnv:
-    """A :class:`TokenVectorEnv` with tensors in and out on ``device``.
+class PackedTokenObservations(VectorWrapper):
+    """A tensor :class:`TokenVectorEnv` whose observations (``info["final_obs"]`` too) are packed.
 
-    An id is made with ``num_envs`` episodes and ``env_kwargs``; a given :class:`TokenVectorEnv` is
-    switched to tensors (its own episode count and settings stay); a single :class:`TokenEnv` lends
-    its reference model, tokenizer, prompts and reward model to ``num_envs`` batched episodes.
+    The observation space becomes ``MultiDiscrete`` over token ids with −1 for padding, one entry
+    per window column.
+    """
+
+    def __init__(self, env: VectorEnv) -> None:
+        super().__init__(env)
+        ids = env.single_observation_space["input_ids"]
+        width, vocab_size = ids.shape[0], int(ids.high.max()) + 1
+        self.single_observation_space = gym.spaces.MultiDiscrete(
+            np.full(width, vocab_size + 1), start=np.full(width, -1)
+        )
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, env.num_envs)
+        self.device = env.device
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[torch.Tensor, dict]:
+        obs, info = self.env.reset(seed=seed, options=options)
+        return pack_observation(obs), info
+
+    def step(
+        self, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        if "final_obs" in info:
+            info = dict(info, final_obs=pack_observation(info["final_obs"]))
+        return pack_observation(obs), reward, terminated, truncated, info
+
+
+def token_vector_env(
+    env: Any, num_envs: int, device: torch.device, **env_kwargs: Any
+) -> PackedTokenObservations:
+    """The TokenEnv ``env`` as agents step it: tensors on ``device``, packed observations.
+
+    An id is made with ``num_envs`` episodes and ``env_kwargs``; a given :class:`TokenVectorEnv` keeps
+    its own episode count and settings; a single :class:`TokenEnv` lends its reference model,
+    tokenizer, prompts and reward model to ``num_envs`` batched episodes.
     """
     from rlhf_envs.envs.token import TokenEnv, TokenVectorEnv
 
     if isinstance(env, str):
-        return gym.make_vec(
+        vector_env = gym.make_vec(
             env,
             num_envs=num_envs,
             vectorization_mode="vector_entry_point",
@@ -102,19 +106,18 @@ def token_vector_env(env: Any, num_envs: int, device: torch.device, **env_kwargs
             as_tensors=True,
             **env_kwargs,
         )
+        return PackedTokenObservations(vector_env)
     env = getattr(env, "unwrapped", env)
+    if not isinstance(env, TokenEnv | TokenVectorEnv):
+        raise TypeError(f"expected a TokenEnv id, a TokenEnv or a TokenVectorEnv, got {type(env).__name__}")
+    core = env.core
+    if core.device != device:
+        raise ValueError(f"the env runs on {core.device} but the agent on {device}: build it with device=")
     if isinstance(env, TokenVectorEnv):
-        if env.device != device:
-            raise ValueError(f"the env runs on {env.device} but the agent on {device}: build it with device=")
         env.as_tensors = True
-        return env
-    if isinstance(env, TokenEnv):
-        core = env.core
-        if core.device != device:
-            raise ValueError(
-                f"the env runs on {core.device} but the agent on {device}: build it with device="
-            )
-        return TokenVectorEnv(
+        return PackedTokenObservations(env)
+    return PackedTokenObservations(
+        TokenVectorEnv(
             num_envs,
             model=core.model,
             tokenizer=core.tokenizer,
@@ -127,7 +130,7 @@ def token_vector_env(env: Any, num_envs: int, device: torch.device, **env_kwargs
             max_prompt_tokens=core.max_prompt_tokens,
             as_tensors=True,
         )
-    raise TypeError(f"expected a TokenEnv id, a TokenEnv or a TokenVectorEnv, got {type(env).__name__}")
+    )
 
 
 def pack_observation(obs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -160,8 +163,6 @@ class TokenActorCritic(nn.Module):
         tokenizer: saved beside the model by :meth:`save_pretrained`.
         copy_model: copy ``model`` (True) or train it in place (False, for an already private copy).
     """
-
-    evaluates_sequences = True
 
     def __init__(
         self,

@@ -29,12 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
+import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from agents.token_policy import TokenActorCritic, pack_observation, token_vector_env
-from rlhf_envs.device import resolve_device
+from agents.base import BaseAlgorithm
+from agents.policies import observation_batch
+from agents.token_policy import PackedTokenObservations, TokenActorCritic, token_vector_env
 
 __all__ = ["TokenQConfig", "TokenQLearning"]
 
@@ -55,6 +57,9 @@ class TokenQConfig:
         tau: target ← τ online + (1 − τ) target after every gradient step.
         td_lambda: λ of the soft λ-return targets (0: one-step TD).
         max_grad_norm: the global gradient norm is clipped to this.
+        logdir: TensorBoard logs and checkpoints go here (None: neither).
+        checkpoint_every: write ``logdir/checkpoint.pt`` every this many env steps, at the end of
+            the rollout that crosses it (0: never).
     """
 
     num_envs: int = 64
@@ -67,6 +72,8 @@ class TokenQConfig:
     tau: float = 0.1
     td_lambda: float = 0.9
     max_grad_norm: float = 1.0
+    logdir: str | None = None
+    checkpoint_every: int = 0
 
     def __post_init__(self) -> None:
         for name in ("num_envs", "n_steps", "buffer_rollouts", "batch_envs", "gradient_steps"):
@@ -78,9 +85,11 @@ class TokenQConfig:
             raise ValueError(f"tau must lie in (0, 1], got {self.tau}")
         if not 0.0 <= self.td_lambda <= 1.0:
             raise ValueError(f"td_lambda must lie in [0, 1], got {self.td_lambda}")
+        if self.checkpoint_every and self.logdir is None:
+            raise ValueError("checkpoint_every needs a logdir to write the checkpoint to")
 
 
-class TokenQLearning:
+class TokenQLearning(BaseAlgorithm):
     """Soft Q-learning of a language model on the TokenEnv, from replay, with a target network.
 
     Args:
@@ -88,62 +97,93 @@ class TokenQLearning:
             :class:`~rlhf_envs.envs.token.TokenVectorEnv`; its reference LM is copied into the Q-head.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``.
         seed: seeds the value head, the env resets and every sample.
+        spaces: only travels with a loaded checkpoint (the env is required).
         **config: fields of :class:`TokenQConfig`.
+
+    :meth:`save` writes a checkpoint that resumes exactly (``TokenQLearning.load(path, env)``);
+    :meth:`save_pretrained` the fine-tuned LM as a Hugging Face model folder.
     """
 
-    def __init__(self, env: Any, device: str | torch.device = "auto", seed: int = 0, **config: Any) -> None:
-        self.config = TokenQConfig(**config)
-        self.device = resolve_device(device)
-        self.seed = seed
-        torch.manual_seed(seed)
-        self.env = token_vector_env(env, self.config.num_envs, self.device, kl_coef=self.config.kl_coef)
-        self.beta = self.env.core.kl_coef
+    config_class = TokenQConfig
+
+    def __init__(
+        self,
+        env: Any,
+        device: str | torch.device = "auto",
+        seed: int = 0,
+        spaces: tuple[gym.Space, gym.Space] | None = None,
+        **config: Any,
+    ) -> None:
+        if env is None:
+            raise ValueError("the Q-head is a copy of the env's reference LM: pass the env")
+        super().__init__(env, device, seed, config, spaces)
+        token_env = self.env.unwrapped
+        self.beta = token_env.core.kl_coef
         if self.beta <= 0:
             raise ValueError("the env's kl_coef is soft Q-learning's temperature β and must be > 0")
-        self.q_net = TokenActorCritic(self.env.core.model, self.env.core.tokenizer)
+        self.q_net = TokenActorCritic(token_env.core.model, token_env.core.tokenizer)
         nn.init.zeros_(self.q_net.value_head.weight)  # V = 0: Q starts as the zero-reward soft Q-function
         self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=self.config.learning_rate)
         self.replay: deque[dict[str, torch.Tensor]] = deque(maxlen=self.config.buffer_rollouts)
-        self.num_timesteps = 0
         self.history: list[dict[str, float]] = []
         self._rng = random.Random(seed)
+
+    def _make_env(self, env: Any) -> PackedTokenObservations:
+        return token_vector_env(env, self.config.num_envs, self.device, kl_coef=self.config.kl_coef)
 
     def q_values(self, net: TokenActorCritic, block: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         """Q(s_t, a_t), log π(a_t | s_t) and V(s_t), each [T, m], of a block of env columns."""
         logprob, _, value = net.evaluate(block["obs"], block["actions"], block["dones"])
         return self.beta * logprob + value, logprob, value
 
-    def learn(self, total_timesteps: int, progress_bar: bool = True) -> TokenQLearning:
-        """Collect rollouts and train on replay for ``total_timesteps`` env steps (whole rollouts)."""
-        if total_timesteps < 1:
-            raise ValueError(f"total_timesteps must be >= 1, got {total_timesteps}")
+    def learn(
+        self, total_timesteps: int, progress_bar: bool = True, reset_num_timesteps: bool = True
+    ) -> TokenQLearning:
+        """Collect rollouts and train on replay for ``total_timesteps`` env steps (whole rollouts).
+
+        With ``reset_num_timesteps=False`` training continues where the last call (or the loaded
+        checkpoint) stopped.
+        """
         cfg = self.config
-        obs, _ = self.env.reset(seed=self.seed)
-        obs = pack_observation(obs)
+        logger = self._start_learn(
+            total_timesteps, reset_num_timesteps, progress_bar, desc="token Q-learning"
+        )
         rollout_size = cfg.n_steps * self.env.num_envs
-        bar = tqdm(total=total_timesteps, disable=not progress_bar, desc="token Q-learning", unit="step")
-        target = self.num_timesteps + total_timesteps
         try:
-            while self.num_timesteps < target:
-                obs, stats = self._collect_rollout(obs)
+            while self.num_timesteps < self._target_timesteps:
+                steps_before = self.num_timesteps
+                stats = self._collect_rollout()
                 losses = [self._train_step() for _ in range(cfg.gradient_steps)]
                 stats["loss"] = float(torch.stack(losses).mean())
                 self.num_timesteps += rollout_size
                 self.history.append({"step": self.num_timesteps, **stats})
-                bar.update(rollout_size)
-                bar.set_postfix(score=f"{stats['score']:.3f}", kl=f"{stats['kl']:.2f}", refresh=False)
+                episodes = {f"rollout/{name}": value for name, value in self.tracker.summary().items()}
+                logger.record(
+                    self.num_timesteps,
+                    {
+                        **episodes,
+                        "rollout/score": stats["score"],
+                        "rollout/kl": stats["kl"],
+                        "train/loss": stats["loss"],
+                    },
+                )
+                logger.advance(rollout_size)
+                self._maybe_checkpoint(steps_before)
         finally:
-            bar.close()
+            logger.close()
         return self
 
     @torch.no_grad()
-    def _collect_rollout(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def _collect_rollout(self) -> dict[str, float]:
+        """Add ``n_steps`` steps of every env to the replay; returns the mean score and KL per episode."""
+        obs = self._last_obs
         steps = {name: [] for name in ("obs", "actions", "rewards", "dones", "kl", "scores")}
         for _ in range(self.config.n_steps):
             action, logprob, _ = self.q_net.act(obs)
             next_obs, reward, terminated, truncated, info = self.env.step(action)
             done = terminated | truncated
+            self.tracker.update(reward, done)
             steps["obs"].append(obs)
             steps["actions"].append(action)
             steps["rewards"].append(reward.float())
@@ -153,13 +193,14 @@ class TokenQLearning:
             if "final_info" in info:
                 scores = torch.where(done, info["final_info"]["score"], 0.0)
             steps["scores"].append(scores)
-            obs = pack_observation(next_obs)
+            obs = next_obs
         block = {name: torch.stack(values) for name, values in steps.items()}
         block["next_obs"] = obs
         self.replay.append(block)
+        self._last_obs = obs
         finished = block["dones"].sum().clamp(min=1)
         kl, score = (block["kl"].sum() / finished).item(), (block["scores"].sum() / finished).item()
-        return obs, {"score": score, "kl": kl}
+        return {"score": score, "kl": kl}
 
     def _train_step(self) -> torch.Tensor:
         """One gradient step of the Huber loss between Q(s, a) and the soft λ-return on replayed columns."""
@@ -192,6 +233,39 @@ class TokenQLearning:
                 target_param.lerp_(param, self.config.tau)
         return loss.detach()
 
-    def save(self, path: str | Path) -> None:
+    def predict(self, obs: Any, deterministic: bool = True) -> tuple[np.ndarray, None]:
+        """Next tokens for packed observations (:func:`~agents.token_policy.pack_observation`), SB3-style
+        ``(actions, None)``: the greedy ones, or samples of the soft-greedy policy π = softmax(Q / β)."""
+        obs_tensor, single = observation_batch(obs, self.observation_space, self.device)
+        with torch.no_grad():
+            action = (
+                self.q_net.deterministic_action(obs_tensor)
+                if deterministic
+                else self.q_net.act(obs_tensor)[0]
+            )
+        action = action.cpu().numpy()
+        return (action[0] if single else action), None
+
+    def save_pretrained(self, path: str | Path) -> None:
         """The fine-tuned LM as a Hugging Face model folder (``from_pretrained`` loads it)."""
         self.q_net.save_pretrained(path)
+
+    def _state_dict(self) -> dict[str, Any]:
+        return {
+            "q_net": self.q_net.state_dict(),
+            "target_net": self.target_net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "replay": list(self.replay),
+            "history": self.history,
+            "replay_rng": self._rng.getstate(),
+        }
+
+    def _load_state_dict(self, state: dict[str, Any]) -> None:
+        self.q_net.load_state_dict(state["q_net"])
+        self.target_net.load_state_dict(state["target_net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.replay.extend(
+            {name: tensor.to(self.device) for name, tensor in block.items()} for block in state["replay"]
+        )
+        self.history = list(state["history"])
+        self._rng.setstate(state["replay_rng"])

@@ -12,6 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 import rlhf_envs  # noqa: F401  (registers the env ids)
+from agents.base import CHECKPOINT_NAME
+from agents.plotting import plot_learning_curve
+from agents.token_policy import is_token_env
 from rlhf_envs.envs.tabular import value_iteration
 
 # --agent name -> "module:class"; imported only when chosen.
@@ -19,6 +22,11 @@ AGENTS = {
     "q-learning": "agents.q_learning:QLearning",
     "ppo": "agents.ppo:PPO",
     "dqn": "agents.dqn:DQN",
+}
+#: On the TokenEnv the language model is the policy: PPO with the KL penalty, and soft Q-learning.
+TOKEN_ENV_AGENTS = {
+    "q-learning": "agents.token_q_learning:TokenQLearning",
+    "ppo": "agents.token_ppo:TokenPPO",
 }
 
 # Per-(agent, env) hyperparameters, as in rl-baselines3-zoo; other pairs use the config defaults.
@@ -63,9 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", default=None, help="write the trained agent to this path")
-    parser.add_argument(
-        "--logdir", default=None, help="TensorBoard logs, checkpoints and the learning curve (ppo, dqn)"
-    )
+    parser.add_argument("--logdir", default=None, help="TensorBoard logs, checkpoints and the learning curve")
     parser.add_argument(
         "--checkpoint-every", type=int, default=None, help="env steps between checkpoints (default: steps/10)"
     )
@@ -74,16 +80,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def agent_class(agent: str, env_id: str) -> type:
+    """The class that ``--agent`` names for ``env_id`` (its token form on the TokenEnv)."""
+    agents = TOKEN_ENV_AGENTS if is_token_env(env_id) else AGENTS
+    if agent not in agents:
+        raise ValueError(f"--agent {agent} does not train on {env_id}; choose one of {sorted(agents)}")
+    module_name, class_name = agents[agent].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
 def run(args: argparse.Namespace) -> int:
-    module_name, class_name = AGENTS[args.agent].split(":")
-    agent_class = getattr(importlib.import_module(module_name), class_name)
-    if args.agent == "q-learning":
-        if args.logdir or args.resume:
-            raise ValueError("--logdir and --resume work with --agent ppo or dqn, not q-learning")
-        agent = agent_class(args.env, device=args.device, seed=args.seed)
-        agent.learn(args.steps)
-    else:
-        agent = train_deep_agent(agent_class, args)
+    agent = train(agent_class(args.agent, args.env), args)
     if args.save:
         agent.save(args.save)
     if hasattr(agent, "q_table"):
@@ -91,11 +98,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def train_deep_agent(agent_class: type, args: argparse.Namespace):
-    """Train PPO or DQN to ``args.steps`` env steps in total, anew or from ``LOGDIR/checkpoint.pt``."""
-    from agents.base import CHECKPOINT_NAME
-    from agents.plotting import plot_learning_curve
-
+def train(agent_class: type, args: argparse.Namespace):
+    """Train to ``args.steps`` env steps in total, anew or from ``LOGDIR/checkpoint.pt``."""
     logging: dict = {}
     if args.logdir:
         every = args.checkpoint_every if args.checkpoint_every is not None else max(args.steps // 10, 1)

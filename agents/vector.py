@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv, VectorWrapper
 
+from agents.token_policy import PackedTokenObservations
 from rlhf_envs.envs.batched import CoreEnv, CoreVectorEnv
 
 
@@ -87,12 +88,8 @@ def make_tensor_vector_env(env: Any, num_envs: int, device: torch.device) -> Vec
         return TorchVectorEnv(SyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.SAME_STEP), device)
     if isinstance(env, CoreVectorEnv):
         return CoreVectorEnv(env.core.to(device), env.num_envs, as_tensors=True)
-    if (
-        isinstance(env, VectorEnv)
-        and getattr(env, "as_tensors", False)
-        and getattr(env, "device", None) == device
-    ):
-        return env  # already speaks tensors on this device (the TokenVectorEnv PPO prepares)
+    if isinstance(env, PackedTokenObservations) and env.device == device:
+        return env  # the TokenEnv as the token agents prepare it
     if isinstance(env, VectorEnv):
         if env.metadata.get("autoreset_mode") != AutoresetMode.SAME_STEP:
             raise ValueError(
@@ -111,3 +108,18 @@ def make_tensor_vector_env(env: Any, num_envs: int, device: torch.device) -> Vec
             env_fns = [lambda: gym.make(env.spec)] * num_envs
         return TorchVectorEnv(SyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.SAME_STEP), device)
     raise TypeError(f"expected an env id, a gymnasium Env or a VectorEnv, got {type(env).__name__}")
+
+
+def env_gamma(env: VectorEnv) -> float | None:
+    """The discount the MDP itself defines (the tabular MDP's γ), None if it defines none.
+
+    Read from the env's public ``gamma``; for gymnasium vector envs from the envs they step,
+    through any wrappers around them.
+    """
+    inner = env.unwrapped
+    if isinstance(inner, SyncVectorEnv):
+        try:
+            return inner.get_attr("gamma")[0]
+        except AttributeError:
+            return None
+    return getattr(inner, "gamma", getattr(getattr(inner, "core", None), "gamma", None))

@@ -24,53 +24,40 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import transformers
 
 from agents import TokenQLearning
-from rlhf_envs.demo import DemoConfig, evaluate_samples, make_rlhf_ppo
 from rlhf_envs.envs.token import TokenVectorEnv
 from rlhf_envs.lm.assets import DEFAULT_PROMPTS_FILE, load_prompts
 from rlhf_envs.lm.loading import load_causal_lm
-from rlhf_envs.preferences.reward_trainer import (
-    RewardModelTrainer,
-    sample_continuation_pairs,
+from rlhf_envs.pipeline import (
+    DemoConfig,
+    collect_labels,
+    evaluate_samples,
+    fit_reward_model,
+    make_token_ppo,
+    split_prompts,
 )
 from rlhf_envs.preferences.text import TextPreferenceStore
-from rlhf_envs.preferences.text_labelers import (
-    SyntheticTextLabeler,
-    VaderSentiment,
-    collect_text_preferences,
-)
+from rlhf_envs.preferences.text_labelers import SyntheticTextLabeler, VaderSentiment
 from rlhf_envs.rewards.text import HFRewardModel
 
 
-def fit_reward_model(
-    model: str, tokenizer, prompts: list[str], config: DemoConfig, device, seed: int, work: Path
+def fit_vader_reward_model(
+    model: str, reference, tokenizer, prompts: list[str], config: DemoConfig, seed: int, work: Path
 ):
     """The demo's steps 1–3: sample pairs, label them with the VADER labeler, fit the reward model."""
-    pair_prompts, first, second = sample_continuation_pairs(
-        model,
-        tokenizer,
-        prompts=prompts,
-        num_pairs=config.pairs,
-        max_new_tokens=config.pair_tokens,
-        seed=seed,
-        device=device,
-    )
     store = TextPreferenceStore(work / "preferences.jsonl")
     labeler = SyntheticTextLabeler(VaderSentiment(), beta=config.labeler_beta, seed=seed)
-    collect_text_preferences(store, labeler, pair_prompts, first, second)
-    rm_config = config.reward_trainer_config(seed, device)
-    trainer = RewardModelTrainer(model, tokenizer, train_dataset=store.to_dataset(), config=rm_config)
-    metrics = trainer.train()
-    print(f"reward model: held-out accuracy {metrics['eval_accuracy']:.1%}")
-    return HFRewardModel(trainer.model, tokenizer, device=device)
+    collect_labels(store, labeler, reference, tokenizer, prompts, config, seed)
+    fit = fit_reward_model(model, tokenizer, store, config, seed, reference.device)
+    print(f"reward model: held-out accuracy {fit.metrics['eval_accuracy']:.1%}")
+    return fit.reward_model
 
 
 def run_ours(reference, tokenizer, prompts, reward_model, config: DemoConfig, device, seed: int):
-    agent = make_rlhf_ppo(reference, tokenizer, prompts, reward_model, config, device, seed)
+    agent = make_token_ppo(reference, tokenizer, prompts, reward_model, config, device, seed)
     start = time.perf_counter()
     agent.learn(config.iterations * config.batch * config.new_tokens)
     return agent.policy.model, time.perf_counter() - start
@@ -166,14 +153,13 @@ def main() -> None:
 
     reference, tokenizer = load_causal_lm(args.model, device=args.device)
     device = reference.device
-    prompts = load_prompts(DEFAULT_PROMPTS_FILE)
-    order = np.random.default_rng(args.seed).permutation(len(prompts))
-    eval_prompts = [prompts[i] for i in order[: config.eval_prompts]]
-    train_prompts = [prompts[i] for i in order[config.eval_prompts :]]
+    train_prompts, eval_prompts = split_prompts(
+        load_prompts(DEFAULT_PROMPTS_FILE), config.eval_prompts, args.seed
+    )
     with tempfile.TemporaryDirectory() as work:
         if args.reward_model is None:
-            reward_model = fit_reward_model(
-                args.model, tokenizer, train_prompts, config, device, args.seed, Path(work)
+            reward_model = fit_vader_reward_model(
+                args.model, reference, tokenizer, train_prompts, config, args.seed, Path(work)
             )
         else:
             reward_model = HFRewardModel(args.reward_model, device=device)

@@ -10,7 +10,8 @@
    table of before/after samples for the same prompts, plots of reward and KL over training, and
    save the fine-tuned model (a Hugging Face folder) to ``--out``.
 
-The defaults fit in 10 minutes on a 2-core CPU; a GPU is used when present.
+The stages are the functions of :mod:`rlhf_envs.pipeline`; this module runs them in order
+(:func:`run_demo`) and reports. The defaults fit in 10 minutes on a 2-core CPU; a GPU is used when present.
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,212 +29,25 @@ import transformers
 from rich.console import Console
 from rich.table import Table
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf_envs.device import resolve_device
-from rlhf_envs.envs.token import TokenVectorEnv
 from rlhf_envs.lm.assets import DEFAULT_PROMPTS_FILE, load_prompts
 from rlhf_envs.lm.loading import load_causal_lm
-from rlhf_envs.preferences.reward_trainer import (
-    RewardModelTrainer,
-    RewardTrainerConfig,
-    sample_continuation_pairs,
+from rlhf_envs.pipeline import (
+    DemoConfig,
+    SampleReport,
+    collect_labels,
+    evaluate_samples,
+    fit_reward_model,
+    make_token_ppo,
+    oracle_agreement,
+    split_prompts,
 )
 from rlhf_envs.preferences.text import TextPreferenceStore
-from rlhf_envs.preferences.text_labelers import (
-    SyntheticTextLabeler,
-    TerminalTextLabeler,
-    VaderSentiment,
-    collect_text_preferences,
-)
+from rlhf_envs.preferences.text_labelers import SyntheticTextLabeler, TerminalTextLabeler, VaderSentiment
 from rlhf_envs.rewards.text import HFRewardModel, TextRewardFn
 
-if TYPE_CHECKING:
-    from agents.ppo import PPO
-
-__all__ = ["DemoConfig", "add_arguments", "evaluate_samples", "oracle_agreement", "run", "run_demo"]
-
-
-@dataclass
-class DemoConfig:
-    """The demo's budget; the defaults fit 10 minutes on a 2-core CPU, ``quick()`` a few seconds."""
-
-    pairs: int = 4000
-    pair_tokens: int = 24
-    labeler_beta: float = 10.0
-    rm_epochs: int = 2
-    rm_batch_size: int = 32
-    rm_learning_rate: float = 2e-4
-    batch: int = 64
-    new_tokens: int = 24
-    iterations: int = 60
-    ppo_epochs: int = 2
-    ppo_batch_size: int = 384
-    learning_rate: float = 1e-4
-    kl_coef: float = 0.1
-    kl_target: float | None = 6.0
-    kl_horizon: int = 5_000
-    eval_prompts: int = 64
-    table_rows: int = 6
-
-    @classmethod
-    def quick(cls) -> DemoConfig:
-        return cls(
-            pairs=16,
-            pair_tokens=8,
-            rm_epochs=1,
-            rm_batch_size=8,
-            batch=8,
-            new_tokens=8,
-            iterations=2,
-            ppo_epochs=1,
-            ppo_batch_size=64,
-            eval_prompts=8,
-            table_rows=3,
-        )
-
-    def __post_init__(self) -> None:
-        for name in (
-            "pairs",
-            "pair_tokens",
-            "rm_epochs",
-            "batch",
-            "new_tokens",
-            "iterations",
-            "eval_prompts",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-
-    def reward_trainer_config(self, seed: int, device: torch.device) -> RewardTrainerConfig:
-        """The reward model's training settings of this budget."""
-        return RewardTrainerConfig(
-            learning_rate=self.rm_learning_rate,
-            num_epochs=self.rm_epochs,
-            batch_size=self.rm_batch_size,
-            seed=seed,
-            device=str(device),
-        )
-
-
-@dataclass
-class SampleReport:
-    """Continuations of a set of prompts and what they score."""
-
-    completions: list[str]
-    oracle: float
-    reward: float
-    kl: float
-
-
-@torch.no_grad()
-def evaluate_samples(
-    model: PreTrainedModel,
-    reference: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: list[str],
-    oracle: Callable[[str, str], float],
-    reward_model: TextRewardFn,
-    max_new_tokens: int,
-    seed: int,
-    batch_size: int = 64,
-    desc: str = "sampling",
-) -> SampleReport:
-    """Sample one continuation per prompt from ``model`` (temperature 1, as in training) and report
-    the mean oracle score, mean reward-model score and the KL estimate E[Σ_n log π − log π_pt]."""
-    torch.manual_seed(seed)
-    completions, kls = [], []
-    padding_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        for start in tqdm(range(0, len(prompts), batch_size), desc=desc, leave=False):
-            encoded = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True)
-            encoded = encoded.to(model.device)
-            sequences = model.generate(
-                **encoded,
-                do_sample=True,
-                top_k=0,
-                max_new_tokens=max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-            width = encoded["input_ids"].shape[1]
-            response = sequences[:, width:]
-            # Tokens after the first EOS are padding; the EOS itself was a choice of the policy.
-            after_eos = (response == tokenizer.eos_token_id).long().cumsum(-1) - (
-                response == tokenizer.eos_token_id
-            ).long()
-            response_mask = after_eos == 0
-            mask = torch.cat([encoded["attention_mask"], response_mask.long()], dim=1)
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            logprobs = []
-            for lm in (model, reference):
-                logits = lm(input_ids=sequences, attention_mask=mask, position_ids=positions).logits
-                logits = logits[:, width - 1 : -1].float()
-                logprobs.append(logits.gather(-1, response[..., None])[..., 0] - logits.logsumexp(-1))
-            kls.append(((logprobs[0] - logprobs[1]) * response_mask).sum(-1))
-            completions += tokenizer.batch_decode(response, skip_special_tokens=True)
-    finally:
-        tokenizer.padding_side = padding_side
-    oracle_scores = [
-        oracle(prompt, completion) for prompt, completion in zip(prompts, completions, strict=True)
-    ]
-    rewards = reward_model(prompts, completions)
-    return SampleReport(
-        completions=completions,
-        oracle=float(np.mean(oracle_scores)),
-        reward=float(rewards.float().mean()),
-        kl=float(torch.cat(kls).mean()),
-    )
-
-
-def make_rlhf_ppo(
-    reference: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: list[str],
-    reward_model: TextRewardFn,
-    config: DemoConfig,
-    device: torch.device,
-    seed: int,
-) -> PPO:
-    """PPO + KL on a ``TokenVectorEnv`` of ``config.batch`` episodes, one rollout per episode length."""
-    from agents.ppo import PPO  # agents depend on rlhf_envs, not the reverse: imported when run
-
-    env = TokenVectorEnv(
-        config.batch,
-        model=reference,
-        tokenizer=tokenizer,
-        prompts=prompts,
-        reward_model=reward_model,
-        max_new_tokens=config.new_tokens,
-        device=device,
-        as_tensors=True,
-    )
-    return PPO(
-        env,
-        device=device,
-        seed=seed,
-        n_steps=config.new_tokens,
-        batch_size=config.ppo_batch_size,
-        n_epochs=config.ppo_epochs,
-        learning_rate=config.learning_rate,
-        kl_coef=config.kl_coef,
-        kl_target=config.kl_target,
-        kl_horizon=config.kl_horizon,
-    )
-
-
-def oracle_agreement(reward_model: TextRewardFn, oracle: Callable[[str, str], float], pairs) -> float:
-    """Share of ``pairs`` (prompt, chosen, rejected) that the oracle scores differently on which the
-    reward model orders the two completions as the oracle does: its accuracy without label noise."""
-    prompts, chosen, rejected = pairs["prompt"], pairs["chosen"], pairs["rejected"]
-    oracle_diff = np.array(
-        [oracle(p, a) - oracle(p, b) for p, a, b in zip(prompts, chosen, rejected, strict=True)]
-    )
-    model_diff = (reward_model(prompts, chosen) - reward_model(prompts, rejected)).cpu().numpy()
-    separated = oracle_diff != 0
-    if not separated.any():
-        return float("nan")
-    return float(np.mean((model_diff > 0)[separated] == (oracle_diff > 0)[separated]))
+__all__ = ["DemoConfig", "add_arguments", "run", "run_demo"]
 
 
 class RecordingRewardModel:
@@ -323,12 +135,7 @@ def run_demo(
 
     reference, tokenizer = load_causal_lm(model, device=device)
     all_prompts = load_prompts(DEFAULT_PROMPTS_FILE if prompts is None else prompts)
-    if len(all_prompts) < 2:
-        raise ValueError(f"the demo needs at least 2 prompts (some are held out), got {len(all_prompts)}")
-    order = np.random.default_rng(seed).permutation(len(all_prompts))
-    held_out = min(config.eval_prompts, len(all_prompts) // 2)
-    eval_prompts = [all_prompts[i] for i in order[:held_out]]
-    train_prompts = [all_prompts[i] for i in order[held_out:]]
+    train_prompts, eval_prompts = split_prompts(all_prompts, config.eval_prompts, seed)
     console.rule(f"[bold]RLHF demo[/]: model {model!r} on {device}")
     console.print(
         f"{len(train_prompts)} training prompts, {len(eval_prompts)} held-out prompts; "
@@ -338,117 +145,41 @@ def run_demo(
     summary: dict[str, object] = {"model": model, "device": str(device), "config": vars(config).copy()}
 
     if reward_model is None:
-        # (1) + (2): pairs of continuations, labelled; a label is on disk as soon as it is given.
         store = TextPreferenceStore(out / "preferences.jsonl")
-        missing = config.pairs - len(store)
-        if len(store):
-            console.print(f"reusing {len(store)} labels from {store.path}")
-        if missing > 0:
-            pair_prompts, first, second = sample_continuation_pairs(
-                reference,
-                tokenizer,
-                prompts=train_prompts,
-                num_pairs=missing,
-                max_new_tokens=config.pair_tokens,
-                seed=seed + len(store),
-                device=device,
-            )
-            lap("sample pairs")
-            console.print(f"[1] sampled {missing} pairs of {config.pair_tokens}-token continuations")
-            if human:
-                labeler = TerminalTextLabeler()
-            else:
-                synthetic = SyntheticTextLabeler(oracle, beta=config.labeler_beta, seed=seed)
-                bar = tqdm(total=missing, desc="labelling (synthetic, VADER)", leave=False)
-
-                def labeler(prompt: str, a: str, b: str) -> float:
-                    bar.update()
-                    return synthetic(prompt, a, b)
-
-            added = collect_text_preferences(store, labeler, pair_prompts, first, second)
-            if not human:
-                bar.close()
-            who = "you" if human else f"the synthetic labeler (VADER, β={config.labeler_beta})"
-            console.print(f"[2] {added} pairs labelled by {who} -> {store.path}")
-            lap("label")
-        # (3) the reward model: a scalar head on the LM's backbone, Bradley–Terry loss.
-        rm_config = config.reward_trainer_config(seed, device)
-        trainer = RewardModelTrainer(model, tokenizer, train_dataset=store.to_dataset(), config=rm_config)
-        metrics = trainer.train()
-        trainer.save(out / "reward_model", half=False)
-        rm = HFRewardModel(trainer.model, tokenizer, device=device)
-        agreement = oracle_agreement(rm, oracle, trainer.eval_dataset)
-        console.print(
-            f"[3] reward model: held-out accuracy [bold]{metrics['eval_accuracy']:.1%}[/] on "
-            f"{len(trainer.eval_dataset)} labelled pairs (loss {metrics['eval_loss']:.3f}); agrees with the "
-            f"oracle on {agreement:.1%} of those it tells apart -> {out / 'reward_model'}"
+        label_stage(store, reference, tokenizer, train_prompts, oracle, config, human, seed, console)
+        lap("label")
+        rm, summary["reward_model"] = reward_model_stage(
+            model, tokenizer, store, oracle, config, seed, device, out, console
         )
-        summary["reward_model"] = {
-            "eval_accuracy": metrics["eval_accuracy"],
-            "eval_loss": metrics["eval_loss"],
-            "oracle_agreement": agreement,
-        }
         lap("reward model")
     else:
         rm = HFRewardModel(reward_model, device=device)
         console.print(f"[1-3] using the reward model {reward_model!r}")
         summary["reward_model"] = {"name": reward_model}
 
-    # (4) PPO with the KL penalty on the TokenEnv.
-    before = evaluate_samples(
-        reference, reference, tokenizer, eval_prompts, oracle, rm, config.new_tokens, seed, desc="before"
-    )
+    def evaluate(policy_model, desc: str) -> SampleReport:
+        return evaluate_samples(
+            policy_model, reference, tokenizer, eval_prompts, oracle, rm, config.new_tokens, seed, desc=desc
+        )
+
+    before = evaluate(reference, "before")
     lap("evaluate before")
     recorder = RecordingRewardModel(rm, oracle)
-    agent = make_rlhf_ppo(reference, tokenizer, train_prompts, recorder, config, device, seed)
+    agent = make_token_ppo(reference, tokenizer, train_prompts, recorder, config, device, seed)
     # The KL penalty's history grows by one per rollout: it numbers the rollouts for the plots.
     recorder.rollout_index = lambda: len(agent.kl_penalty.history)
-    rollout_size = config.batch * config.new_tokens
     console.print(
         f"[4] PPO + KL: {config.iterations} iterations of {config.batch} episodes "
         f"× {config.new_tokens} tokens"
     )
-    agent.learn(config.iterations * rollout_size)
+    agent.learn(config.iterations * config.batch * config.new_tokens)
     lap("PPO")
-
-    # (5) before / after.
-    after = evaluate_samples(
-        agent.policy.model,
-        reference,
-        tokenizer,
-        eval_prompts,
-        oracle,
-        rm,
-        config.new_tokens,
-        seed,
-        desc="after",
-    )
+    after = evaluate(agent.policy.model, "after")
     lap("evaluate after")
-    table = Table(title=f"Before / after PPO on {len(eval_prompts)} held-out prompts (means)")
-    for column in ("", "before (π_pt)", "after (PPO)", "change"):
-        table.add_column(column, justify="right" if column else "left")
-    for name, key in (
-        ("oracle score (VADER)", "oracle"),
-        ("reward model r_φ", "reward"),
-        ("KL(π ‖ π_pt), nats", "kl"),
-    ):
-        b, a = getattr(before, key), getattr(after, key)
-        table.add_row(name, f"{b:+.3f}", f"{a:+.3f}", f"{a - b:+.3f}")
-    console.print(table)
-    samples = Table(title="Samples for the same prompts", show_lines=True)
-    samples.add_column("prompt")
-    samples.add_column("before")
-    samples.add_column("after")
-    for index in range(min(config.table_rows, len(eval_prompts))):
-        samples.add_row(
-            _shorten(eval_prompts[index], 40),
-            _shorten(before.completions[index]),
-            _shorten(after.completions[index]),
-        )
-    console.print(samples)
 
-    plots = _save_plots(out, recorder, agent.kl_penalty.history, rollout_size)
-    agent.save(out / "model")
+    report_stage(before, after, eval_prompts, config, console)
+    plots = _save_plots(out, recorder, agent.kl_penalty.history, config.batch * config.new_tokens)
+    agent.save_pretrained(out / "model")
     lap("report")
     total = time.perf_counter() - start
     console.print(
@@ -469,6 +200,97 @@ def run_demo(
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def label_stage(
+    store: TextPreferenceStore,
+    reference,
+    tokenizer,
+    prompts: list[str],
+    oracle: Callable[[str, str], float],
+    config: DemoConfig,
+    human: bool,
+    seed: int,
+    console: Console,
+) -> None:
+    """Stages 1 and 2: sample the pairs the store lacks and label them, by you or by the VADER labeler."""
+    if len(store):
+        console.print(f"reusing {len(store)} labels from {store.path}")
+    missing = config.pairs - len(store)
+    if missing <= 0:
+        return
+    if human:
+        labeler, who = TerminalTextLabeler(), "you"
+    else:
+        synthetic = SyntheticTextLabeler(oracle, beta=config.labeler_beta, seed=seed)
+        bar = tqdm(total=missing, desc="labelling (synthetic, VADER)", leave=False)
+        who = f"the synthetic labeler (VADER, β={config.labeler_beta})"
+
+        def labeler(prompt: str, a: str, b: str) -> float:
+            bar.update()
+            return synthetic(prompt, a, b)
+
+    console.print(f"[1] sampling {missing} pairs of {config.pair_tokens}-token continuations")
+    added = collect_labels(store, labeler, reference, tokenizer, prompts, config, seed)
+    if not human:
+        bar.close()
+    console.print(f"[2] {added} pairs labelled by {who} -> {store.path}")
+
+
+def reward_model_stage(
+    model: str,
+    tokenizer,
+    store: TextPreferenceStore,
+    oracle: Callable[[str, str], float],
+    config: DemoConfig,
+    seed: int,
+    device: torch.device,
+    out: Path,
+    console: Console,
+) -> tuple[TextRewardFn, dict[str, float]]:
+    """Stage 3: fit r_φ, save it to ``out/reward_model`` and report its accuracy and oracle agreement."""
+    fit = fit_reward_model(model, tokenizer, store, config, seed, device, out / "reward_model")
+    agreement = oracle_agreement(fit.reward_model, oracle, fit.eval_pairs)
+    metrics = fit.metrics
+    console.print(
+        f"[3] reward model: held-out accuracy [bold]{metrics['eval_accuracy']:.1%}[/] on "
+        f"{len(fit.eval_pairs)} labelled pairs (loss {metrics['eval_loss']:.3f}); agrees with the "
+        f"oracle on {agreement:.1%} of those it tells apart -> {out / 'reward_model'}"
+    )
+    figures = {
+        "eval_accuracy": metrics["eval_accuracy"],
+        "eval_loss": metrics["eval_loss"],
+        "oracle_agreement": agreement,
+    }
+    return fit.reward_model, figures
+
+
+def report_stage(
+    before: SampleReport, after: SampleReport, prompts: list[str], config: DemoConfig, console: Console
+) -> None:
+    """Stage 5: the before/after table of means and samples for the same held-out prompts."""
+    table = Table(title=f"Before / after PPO on {len(prompts)} held-out prompts (means)")
+    for column in ("", "before (π_pt)", "after (PPO)", "change"):
+        table.add_column(column, justify="right" if column else "left")
+    for name, key in (
+        ("oracle score (VADER)", "oracle"),
+        ("reward model r_φ", "reward"),
+        ("KL(π ‖ π_pt), nats", "kl"),
+    ):
+        b, a = getattr(before, key), getattr(after, key)
+        table.add_row(name, f"{b:+.3f}", f"{a:+.3f}", f"{a - b:+.3f}")
+    console.print(table)
+    samples = Table(title="Samples for the same prompts", show_lines=True)
+    samples.add_column("prompt")
+    samples.add_column("before")
+    samples.add_column("after")
+    for index in range(min(config.table_rows, len(prompts))):
+        samples.add_row(
+            _shorten(prompts[index], 40),
+            _shorten(before.completions[index]),
+            _shorten(after.completions[index]),
+        )
+    console.print(samples)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,7 +8,7 @@ import torch
 from tiny_lm import tiny_lm, tiny_tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from agents import PPO
+from agents import TokenPPO
 from agents.token_policy import TokenActorCritic, pack_observation
 from rlhf_envs.envs.token import TokenVectorEnv
 
@@ -35,10 +35,10 @@ def share_reward(tokenizer):
 def make_env(tokenizer, num_envs: int = 32, max_new_tokens: int = 8, stop_at_eos: bool = False, **kwargs):
     return TokenVectorEnv(
         num_envs,
-        tiny_lm(tokenizer),
-        tokenizer,
-        PROMPTS,
-        share_reward(tokenizer),
+        model=tiny_lm(tokenizer),
+        tokenizer=tokenizer,
+        prompts=PROMPTS,
+        reward_model=share_reward(tokenizer),
         max_new_tokens=max_new_tokens,
         stop_at_eos=stop_at_eos,
         device="cpu",
@@ -48,7 +48,9 @@ def make_env(tokenizer, num_envs: int = 32, max_new_tokens: int = 8, stop_at_eos
 
 def test_ppo_raises_the_reward_well_above_the_reference_with_bounded_kl(tokenizer):
     env = make_env(tokenizer)
-    agent = PPO(env, device="cpu", n_steps=8, batch_size=64, learning_rate=1e-2, kl_coef=0.2, kl_target=None)
+    agent = TokenPPO(
+        env, device="cpu", n_steps=8, batch_size=64, learning_rate=1e-2, kl_coef=0.2, kl_target=None
+    )
     assert isinstance(agent.policy, TokenActorCritic) and agent.gamma == 1.0
     agent.learn(8 * 32 * 24, progress_bar=False)
     history = agent.kl_penalty.history
@@ -89,9 +91,9 @@ def test_sampling_log_probs_match_evaluate_across_restarts(tokenizer):
 
 
 def test_saved_policy_reloads_with_from_pretrained_and_generates(tokenizer, tmp_path):
-    agent = PPO(make_env(tokenizer), device="cpu", n_steps=8, batch_size=64, learning_rate=1e-2)
+    agent = TokenPPO(make_env(tokenizer), device="cpu", n_steps=8, batch_size=64, learning_rate=1e-2)
     agent.learn(8 * 32, progress_bar=False)
-    agent.save(tmp_path / "policy")
+    agent.save_pretrained(tmp_path / "policy")
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "policy")
     loaded_tokenizer = AutoTokenizer.from_pretrained(tmp_path / "policy")
     for name, tensor in agent.policy.model.state_dict().items():
@@ -104,12 +106,12 @@ def test_saved_policy_reloads_with_from_pretrained_and_generates(tokenizer, tmp_
 
 
 def test_token_env_defaults_and_user_options(tokenizer):
-    agent = PPO(make_env(tokenizer), device="cpu", kl_coef=0.3, kl_target=None)
+    agent = TokenPPO(make_env(tokenizer), device="cpu", kl_coef=0.3, kl_target=None)
     assert agent.config.bootstrap_truncated is False and agent.config.whiten_rewards is True
     assert agent.kl_penalty.controller.value == 0.3 and not hasattr(agent.kl_penalty.controller, "target")
     # The reference model in the env stays frozen: the policy trains a copy.
-    assert agent.policy.model is not agent.env.core.model
+    assert agent.policy.model is not agent.env.unwrapped.core.model
     with pytest.raises(ValueError, match="kl_target needs kl_coef"):
-        PPO(make_env(tokenizer), device="cpu", kl_coef=None)
+        TokenPPO(make_env(tokenizer), device="cpu", kl_coef=None)
     with pytest.raises(ValueError, match="already adds"):
-        PPO(make_env(tokenizer, kl_coef=0.1), device="cpu")
+        TokenPPO(make_env(tokenizer, kl_coef=0.1), device="cpu")

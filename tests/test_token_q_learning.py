@@ -9,7 +9,6 @@ from test_token_ppo import make_env
 from tiny_lm import tiny_tokenizer
 
 from agents import TokenQLearning
-from agents.token_policy import pack_observation
 
 
 @pytest.fixture(scope="module")
@@ -20,9 +19,8 @@ def tokenizer():
 def test_q_head_starts_as_the_soft_q_function_of_the_reference(tokenizer):
     """Q(s, ·)/β − V(s)/β is log π_pt(· | s) at the start: the soft-greedy policy is the reference."""
     agent = TokenQLearning(make_env(tokenizer, num_envs=4, kl_coef=0.1), device="cpu", num_envs=4)
-    obs, _ = agent.env.reset(seed=0)
-    packed = pack_observation(obs)
-    _, logprob, value = agent.q_net.act(packed)
+    obs, _ = agent.env.reset(seed=0)  # the agent's env packs observations
+    _, logprob, value = agent.q_net.act(obs)
     _, _, _, _, info = agent.env.step(agent.q_net._last_action)
     torch.testing.assert_close(logprob, info["ref_logprob"], atol=1e-5, rtol=0)
     torch.testing.assert_close(value, torch.zeros(4))

@@ -1,0 +1,96 @@
+"""PPO on the TokenEnv: RLHF's fine-tuning step (Stiennon et al. 2020), as :class:`agents.PPO` configured.
+
+:class:`TokenPPO` is :class:`agents.PPO` with what the TokenEnv needs and nothing else changed: the
+env adapted to packed tensor observations, the language model with a value head as the policy
+(:class:`~agents.token_policy.TokenActorCritic`), minibatches of whole env columns, and the LM
+fine-tuning defaults of :data:`TOKEN_ENV_PPO_DEFAULTS`, under which each token's reward carries the
+KL penalty −β (log π − log π_pt) and β follows the adaptive controller (:mod:`agents.kl_control`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import gymnasium as gym
+import torch
+from torch import nn
+
+from agents.buffers import ColumnRolloutBuffer
+from agents.ppo import PPO
+from agents.token_policy import PackedTokenObservations, TokenActorCritic, token_vector_env
+
+__all__ = ["TOKEN_ENV_PPO_DEFAULTS", "TokenPPO"]
+
+#: PPO options for the TokenEnv where they differ from the control envs' defaults (the user's win).
+#: γ = 1 and no bootstrap at truncation: the episode ends at N tokens, where r_φ scores the text;
+#: the small constant learning rate, value weight and gradient clip of LM fine-tuning (as in TRL);
+#: the KL penalty with the adaptive controller of Ziegler et al. (2019).
+TOKEN_ENV_PPO_DEFAULTS: dict[str, Any] = {
+    "num_envs": 64,
+    "n_steps": 32,
+    "batch_size": 512,
+    "n_epochs": 4,
+    "learning_rate": 1e-5,
+    "gamma": 1.0,
+    "gae_lambda": 0.95,
+    "clip_range_vf": 0.2,
+    "vf_coef": 0.1,
+    "max_grad_norm": 1.0,
+    "kl_coef": 0.2,
+    "kl_target": 6.0,
+    "kl_horizon": 10_000,
+    "whiten_rewards": True,
+    "bootstrap_truncated": False,
+}
+
+
+class TokenPPO(PPO):
+    """PPO with a KL penalty that fine-tunes the TokenEnv's reference LM (a copy of it).
+
+    Args:
+        env: ``"rlhf_envs/TokenEnv-v0"``, a :class:`~rlhf_envs.envs.token.TokenEnv` (its settings, on
+            ``num_envs`` batched episodes) or a :class:`~rlhf_envs.envs.token.TokenVectorEnv`; built
+            with ``kl_coef=0``: the agent applies the KL penalty itself.
+        device, seed, spaces: as for :class:`agents.PPO` (``spaces`` only travels with a loaded checkpoint).
+        policy: default: a :class:`TokenActorCritic` copy of the env's reference model.
+        **config: fields of :class:`agents.PPOConfig`; unset ones take :data:`TOKEN_ENV_PPO_DEFAULTS`.
+
+    :meth:`save` writes a checkpoint that resumes exactly (``TokenPPO.load(path, env)``);
+    :meth:`save_pretrained` writes a Hugging Face model folder::
+
+        agent = TokenPPO(TokenVectorEnv(64, reward_model=my_reward_model), kl_target=3.0).learn(100_000)
+        agent.save_pretrained("fine-tuned")  # AutoModelForCausalLM.from_pretrained("fine-tuned")
+    """
+
+    rollout_buffer_class = ColumnRolloutBuffer
+
+    def __init__(
+        self,
+        env: Any,
+        device: str | torch.device = "auto",
+        seed: int = 0,
+        policy: nn.Module | None = None,
+        spaces: tuple[gym.Space, gym.Space] | None = None,
+        **config: Any,
+    ) -> None:
+        if env is None:
+            raise ValueError("a TokenPPO policy is a copy of the env's reference LM: pass the env")
+        super().__init__(env, device, seed, policy, spaces, **{**TOKEN_ENV_PPO_DEFAULTS, **config})
+
+    def _make_env(self, env: Any) -> PackedTokenObservations:
+        env = token_vector_env(env, self.config.num_envs, self.device)
+        if self.config.kl_coef is not None and env.unwrapped.core.kl_coef:
+            raise ValueError(
+                "the env already adds β·log π_pt to its rewards (its kl_coef > 0): build it with "
+                "kl_coef=0 for PPO's KL penalty, or pass kl_coef=None to PPO"
+            )
+        return env
+
+    def _default_policy(self) -> TokenActorCritic:
+        token_env = self.env.unwrapped
+        return TokenActorCritic(token_env.core.model, token_env.core.tokenizer)
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """The fine-tuned LM as a Hugging Face model folder, with its tokenizer and value head."""
+        self.policy.save_pretrained(path)

@@ -1,0 +1,292 @@
+"""The lecture's RLHF pipeline in named stages, each a function to call on its own.
+
+1. :func:`split_prompts`: training prompts and held-out ones;
+2. :func:`collect_labels`: pairs of continuations sampled from π_pt, labelled into a preference store;
+3. :func:`fit_reward_model`: r_φ fitted to the labels (Bradley–Terry), with its held-out accuracy;
+4. :func:`make_token_ppo` then ``agent.learn``: PPO on the TokenEnv, reward r_φ on the last token and
+   a KL penalty against π_pt on every token, β set by the adaptive controller;
+5. :func:`evaluate_samples`: oracle score, r_φ's score and KL(π ‖ π_pt) of a policy on held-out prompts.
+
+``rlhf-envs demo`` (:mod:`rlhf_envs.demo`) runs them in order and reports; ``benchmarks/rlhf_text.py``
+runs the same stages against other trainers. :class:`DemoConfig` is the budget they share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from agents.token_ppo import TokenPPO
+from rlhf_envs.envs.token import TokenVectorEnv
+from rlhf_envs.preferences.reward_trainer import (
+    RewardModelTrainer,
+    RewardTrainerConfig,
+    sample_continuation_pairs,
+)
+from rlhf_envs.preferences.text import TextPreferenceStore
+from rlhf_envs.preferences.text_labelers import TextLabeler, collect_text_preferences
+from rlhf_envs.rewards.text import HFRewardModel, TextRewardFn
+
+__all__ = [
+    "DemoConfig",
+    "RewardModelFit",
+    "SampleReport",
+    "collect_labels",
+    "evaluate_samples",
+    "fit_reward_model",
+    "make_token_ppo",
+    "oracle_agreement",
+    "split_prompts",
+]
+
+
+@dataclass
+class DemoConfig:
+    """The pipeline's budget; the defaults fit 10 minutes on a 2-core CPU, ``quick()`` a few seconds."""
+
+    pairs: int = 4000
+    pair_tokens: int = 24
+    labeler_beta: float = 10.0
+    rm_epochs: int = 2
+    rm_batch_size: int = 32
+    rm_learning_rate: float = 2e-4
+    batch: int = 64
+    new_tokens: int = 24
+    iterations: int = 60
+    ppo_epochs: int = 2
+    ppo_batch_size: int = 384
+    learning_rate: float = 1e-4
+    kl_coef: float = 0.1
+    kl_target: float | None = 6.0
+    kl_horizon: int = 5_000
+    eval_prompts: int = 64
+    table_rows: int = 6
+
+    @classmethod
+    def quick(cls) -> DemoConfig:
+        return cls(
+            pairs=16,
+            pair_tokens=8,
+            rm_epochs=1,
+            rm_batch_size=8,
+            batch=8,
+            new_tokens=8,
+            iterations=2,
+            ppo_epochs=1,
+            ppo_batch_size=64,
+            eval_prompts=8,
+            table_rows=3,
+        )
+
+    def __post_init__(self) -> None:
+        for name in (
+            "pairs",
+            "pair_tokens",
+            "rm_epochs",
+            "batch",
+            "new_tokens",
+            "iterations",
+            "eval_prompts",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    def reward_trainer_config(self, seed: int, device: torch.device) -> RewardTrainerConfig:
+        """The reward model's training settings of this budget."""
+        return RewardTrainerConfig(
+            learning_rate=self.rm_learning_rate,
+            num_epochs=self.rm_epochs,
+            batch_size=self.rm_batch_size,
+            seed=seed,
+            device=str(device),
+        )
+
+
+def split_prompts(prompts: list[str], eval_prompts: int, seed: int) -> tuple[list[str], list[str]]:
+    """``(training, held-out)`` prompts in a seeded random order; at most half are held out."""
+    if len(prompts) < 2:
+        raise ValueError(f"the pipeline needs at least 2 prompts (some are held out), got {len(prompts)}")
+    order = np.random.default_rng(seed).permutation(len(prompts))
+    held_out = min(eval_prompts, len(prompts) // 2)
+    return [prompts[i] for i in order[held_out:]], [prompts[i] for i in order[:held_out]]
+
+
+def collect_labels(
+    store: TextPreferenceStore,
+    labeler: TextLabeler,
+    reference: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    config: DemoConfig,
+    seed: int,
+) -> int:
+    """Sample the pairs ``store`` still lacks to hold ``config.pairs`` and label them; returns how many
+    were added. Each label is on disk as soon as it is given, so a rerun continues where one stopped."""
+    missing = config.pairs - len(store)
+    if missing <= 0:
+        return 0
+    pair_prompts, first, second = sample_continuation_pairs(
+        reference,
+        tokenizer,
+        prompts=prompts,
+        num_pairs=missing,
+        max_new_tokens=config.pair_tokens,
+        seed=seed + len(store),
+        device=reference.device,
+    )
+    return collect_text_preferences(store, labeler, pair_prompts, first, second)
+
+
+@dataclass
+class RewardModelFit:
+    """A fitted reward model, its held-out metrics and the pairs they were measured on."""
+
+    reward_model: HFRewardModel
+    metrics: dict[str, float]
+    eval_pairs: dict[str, list[str]]
+
+
+def fit_reward_model(
+    model: str | Path,
+    tokenizer: PreTrainedTokenizerBase,
+    store: TextPreferenceStore,
+    config: DemoConfig,
+    seed: int,
+    device: torch.device,
+    save_to: Path | None = None,
+) -> RewardModelFit:
+    """r_φ: a scalar head on ``model``'s backbone fitted to the store's labels (Bradley–Terry loss)."""
+    trainer = RewardModelTrainer(
+        model, tokenizer, train_dataset=store.to_dataset(), config=config.reward_trainer_config(seed, device)
+    )
+    metrics = trainer.train()
+    if save_to is not None:
+        trainer.save(save_to, half=False)
+    return RewardModelFit(
+        HFRewardModel(trainer.model, tokenizer, device=device), metrics, trainer.eval_dataset
+    )
+
+
+def make_token_ppo(
+    reference: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    reward_model: TextRewardFn,
+    config: DemoConfig,
+    device: torch.device,
+    seed: int,
+) -> TokenPPO:
+    """PPO + KL on a ``TokenVectorEnv`` of ``config.batch`` episodes, one rollout per episode length;
+    ``agent.learn(config.iterations * config.batch * config.new_tokens)`` trains it."""
+    env = TokenVectorEnv(
+        config.batch,
+        model=reference,
+        tokenizer=tokenizer,
+        prompts=prompts,
+        reward_model=reward_model,
+        max_new_tokens=config.new_tokens,
+        device=device,
+        as_tensors=True,
+    )
+    return TokenPPO(
+        env,
+        device=device,
+        seed=seed,
+        n_steps=config.new_tokens,
+        batch_size=config.ppo_batch_size,
+        n_epochs=config.ppo_epochs,
+        learning_rate=config.learning_rate,
+        kl_coef=config.kl_coef,
+        kl_target=config.kl_target,
+        kl_horizon=config.kl_horizon,
+    )
+
+
+@dataclass
+class SampleReport:
+    """Continuations of a set of prompts and what they score."""
+
+    completions: list[str]
+    oracle: float
+    reward: float
+    kl: float
+
+
+@torch.no_grad()
+def evaluate_samples(
+    model: PreTrainedModel,
+    reference: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    oracle: Callable[[str, str], float],
+    reward_model: TextRewardFn,
+    max_new_tokens: int,
+    seed: int,
+    batch_size: int = 64,
+    desc: str = "sampling",
+) -> SampleReport:
+    """Sample one continuation per prompt from ``model`` (temperature 1, as in training) and report
+    the mean oracle score, mean reward-model score and the KL estimate E[Σ_n log π − log π_pt]."""
+    torch.manual_seed(seed)
+    completions, kls = [], []
+    padding_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        for start in tqdm(range(0, len(prompts), batch_size), desc=desc, leave=False):
+            encoded = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True)
+            encoded = encoded.to(model.device)
+            sequences = model.generate(
+                **encoded,
+                do_sample=True,
+                top_k=0,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            width = encoded["input_ids"].shape[1]
+            response = sequences[:, width:]
+            # Tokens after the first EOS are padding; the EOS itself was a choice of the policy.
+            after_eos = (response == tokenizer.eos_token_id).long().cumsum(-1) - (
+                response == tokenizer.eos_token_id
+            ).long()
+            response_mask = after_eos == 0
+            mask = torch.cat([encoded["attention_mask"], response_mask.long()], dim=1)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            logprobs = []
+            for lm in (model, reference):
+                logits = lm(input_ids=sequences, attention_mask=mask, position_ids=positions).logits
+                logits = logits[:, width - 1 : -1].float()
+                logprobs.append(logits.gather(-1, response[..., None])[..., 0] - logits.logsumexp(-1))
+            kls.append(((logprobs[0] - logprobs[1]) * response_mask).sum(-1))
+            completions += tokenizer.batch_decode(response, skip_special_tokens=True)
+    finally:
+        tokenizer.padding_side = padding_side
+    oracle_scores = [
+        oracle(prompt, completion) for prompt, completion in zip(prompts, completions, strict=True)
+    ]
+    rewards = reward_model(prompts, completions)
+    return SampleReport(
+        completions=completions,
+        oracle=float(np.mean(oracle_scores)),
+        reward=float(rewards.float().mean()),
+        kl=float(torch.cat(kls).mean()),
+    )
+
+
+def oracle_agreement(reward_model: TextRewardFn, oracle: Callable[[str, str], float], pairs) -> float:
+    """Share of ``pairs`` (prompt, chosen, rejected) that the oracle scores differently on which the
+    reward model orders the two completions as the oracle does: its accuracy without label noise."""
+    prompts, chosen, rejected = pairs["prompt"], pairs["chosen"], pairs["rejected"]
+    oracle_diff = np.array(
+        [oracle(p, a) - oracle(p, b) for p, a, b in zip(prompts, chosen, rejected, strict=True)]
+    )
+    model_diff = (reward_model(prompts, chosen) - reward_model(prompts, rejected)).cpu().numpy()
+    separated = oracle_diff != 0
+    if not separated.any():
+        return float("nan")
+    return float(np.mean((model_diff > 0)[separated] == (oracle_diff > 0)[separated]))
