@@ -143,12 +143,10 @@ def pack_observation(obs: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def _model_inputs(packed: torch.Tensor) -> dict[str, torch.Tensor]:
     """Ids, mask and position ids (0 at the first real token) of left-padded packed windows [B, L]."""
+    from rlhf_envs.lm.tokens import position_ids  # with transformers, once an LM policy exists
+
     mask = (packed >= 0).long()
-    return {
-        "input_ids": packed.clamp(min=0),
-        "attention_mask": mask,
-        "position_ids": (mask.cumsum(-1) - 1).clamp(min=0),
-    }
+    return {"input_ids": packed.clamp(min=0), "attention_mask": mask, "position_ids": position_ids(mask)}
 
 
 class TokenActorCritic(nn.Module):

@@ -31,6 +31,7 @@ from agents import TokenQLearning
 from rlhf_envs.envs.token import TokenVectorEnv
 from rlhf_envs.lm.assets import DEFAULT_PROMPTS_FILE, load_prompts
 from rlhf_envs.lm.loading import load_causal_lm
+from rlhf_envs.lm.reward_model import HFRewardModel
 from rlhf_envs.pipeline import (
     DemoConfig,
     collect_labels,
@@ -41,7 +42,6 @@ from rlhf_envs.pipeline import (
 )
 from rlhf_envs.preferences.text import TextPreferenceStore
 from rlhf_envs.preferences.text_labelers import SyntheticTextLabeler, VaderSentiment
-from rlhf_envs.rewards.text import HFRewardModel
 
 
 def fit_vader_reward_model(

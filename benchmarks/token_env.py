@@ -24,11 +24,12 @@ from transformers import AutoModelForSequenceClassification, DynamicCache
 from rlhf_envs.envs.token import TokenVectorEnv
 from rlhf_envs.lm.assets import DEFAULT_PROMPTS_FILE, EMBEDDED_REWARD_MODEL_DIR, load_prompts
 from rlhf_envs.lm.loading import load_causal_lm, resolve_model_path
-from rlhf_envs.rewards.text import HFRewardModel
+from rlhf_envs.lm.reward_model import HFRewardModel
+from rlhf_envs.lm.tokens import position_ids, token_logprobs, tokenizer_sides
 
 
 @torch.inference_mode()
-def rollout_through_env(env: TokenVectorEnv, policy, episodes: int) -> int:
+def rollout_through_env(env: TokenVectorEnv, policy, new_tokens: int, episodes: int) -> int:
     """(A): ``episodes`` batches of B episodes; returns the number of generated tokens."""
     obs, _ = env.reset(seed=0)
     tokens = 0
@@ -36,7 +37,7 @@ def rollout_through_env(env: TokenVectorEnv, policy, episodes: int) -> int:
         # All episodes start together: prefill the policy on the prompt columns of the observation.
         live = obs["attention_mask"].bool().any(0)
         ids, mask = obs["input_ids"][:, live], obs["attention_mask"][:, live].long()
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        positions = position_ids(mask)
         cache = DynamicCache()
         # Only the last position's logits, as generate's prefill does.
         out = policy(
@@ -48,7 +49,7 @@ def rollout_through_env(env: TokenVectorEnv, policy, episodes: int) -> int:
             logits_to_keep=1,
         )
         next_position = positions[:, -1] + 1
-        for _ in range(env.core.max_new_tokens):
+        for _ in range(new_tokens):
             action = torch.multinomial(out.logits[:, -1].float().softmax(-1), 1)[:, 0]
             obs, reward, terminated, truncated, info = env.step(action)
             tokens += env.num_envs
@@ -71,34 +72,36 @@ def generate_pipeline(
     policy, reference, tokenizer, reward_model, prompts, new_tokens: int, episodes: int
 ) -> int:
     """(B): generate, one reference forward pass for log-probs, reward model; returns generated tokens."""
-    tokenizer.padding_side = "left"
     tokens = 0
-    for episode in range(episodes):
-        batch = prompts[episode * len(prompts) // episodes :][: len(prompts) // episodes]
-        encoded = tokenizer(batch, return_tensors="pt", padding=True).to(policy.device)
-        sequences = policy.generate(
-            **encoded,
-            do_sample=True,
-            top_k=0,
-            max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        mask = torch.nn.functional.pad(encoded["attention_mask"], (0, new_tokens), value=1)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        # The LM head only where a response token is predicted, as lean as (A)'s env.
-        logits = reference(
-            input_ids=sequences, attention_mask=mask, position_ids=positions, logits_to_keep=new_tokens + 1
-        ).logits
-        response = sequences[:, -new_tokens:]
-        shifted = logits[:, -new_tokens - 1 : -1].float()
-        ref_logprob = shifted.gather(-1, response[..., None])[..., 0] - shifted.logsumexp(-1)
-        completions = tokenizer.batch_decode(response, skip_special_tokens=True)
-        scores = reward_model(batch, completions)
-        torch.cuda.synchronize() if policy.device.type == "cuda" else (
-            ref_logprob.sum() + scores.sum()
-        ).item()
-        tokens += response.numel()
+    with tokenizer_sides(tokenizer, padding="left"):
+        for episode in range(episodes):
+            batch = prompts[episode * len(prompts) // episodes :][: len(prompts) // episodes]
+            encoded = tokenizer(batch, return_tensors="pt", padding=True).to(policy.device)
+            sequences = policy.generate(
+                **encoded,
+                do_sample=True,
+                top_k=0,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            mask = torch.nn.functional.pad(encoded["attention_mask"], (0, new_tokens), value=1)
+            positions = position_ids(mask)
+            # The LM head only where a response token is predicted, as lean as (A)'s env.
+            logits = reference(
+                input_ids=sequences,
+                attention_mask=mask,
+                position_ids=positions,
+                logits_to_keep=new_tokens + 1,
+            ).logits
+            response = sequences[:, -new_tokens:]
+            ref_logprob = token_logprobs(logits[:, -new_tokens - 1 : -1].float(), response)
+            completions = tokenizer.batch_decode(response, skip_special_tokens=True)
+            scores = reward_model(batch, completions)
+            torch.cuda.synchronize() if policy.device.type == "cuda" else (
+                ref_logprob.sum() + scores.sum()
+            ).item()
+            tokens += response.numel()
     return tokens
 
 
@@ -134,10 +137,10 @@ def main() -> None:
     ]
     env = TokenVectorEnv(
         args.batch,
-        reference,
-        tokenizer,
-        batch_prompts,
-        reward_model,
+        model=reference,
+        tokenizer=tokenizer,
+        prompts=batch_prompts,
+        reward_model=reward_model,
         max_new_tokens=args.new_tokens,
         stop_at_eos=False,
         device=reference.device,
@@ -152,7 +155,7 @@ def main() -> None:
         return tokens / (time.perf_counter() - start)
 
     def run_a() -> float:
-        return timed(lambda: rollout_through_env(env, policy, args.episodes))
+        return timed(lambda: rollout_through_env(env, policy, args.new_tokens, args.episodes))
 
     def run_b() -> float:
         return timed(

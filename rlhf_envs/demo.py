@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from rlhf_envs.device import resolve_device
 from rlhf_envs.lm.assets import DEFAULT_PROMPTS_FILE, load_prompts
 from rlhf_envs.lm.loading import load_causal_lm
+from rlhf_envs.lm.reward_model import HFRewardModel, TextRewardFn
 from rlhf_envs.pipeline import (
     DemoConfig,
     SampleReport,
@@ -45,7 +46,6 @@ from rlhf_envs.pipeline import (
 )
 from rlhf_envs.preferences.text import TextPreferenceStore
 from rlhf_envs.preferences.text_labelers import SyntheticTextLabeler, TerminalTextLabeler, VaderSentiment
-from rlhf_envs.rewards.text import HFRewardModel, TextRewardFn
 
 __all__ = ["DemoConfig", "add_arguments", "run", "run_demo"]
 

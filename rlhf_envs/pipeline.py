@@ -24,6 +24,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from agents.token_ppo import TokenPPO
 from rlhf_envs.envs.token import TokenVectorEnv
+from rlhf_envs.lm.reward_model import HFRewardModel, TextRewardFn
+from rlhf_envs.lm.tokens import position_ids, token_logprobs, tokenizer_sides
 from rlhf_envs.preferences.reward_trainer import (
     RewardModelTrainer,
     RewardTrainerConfig,
@@ -31,7 +33,6 @@ from rlhf_envs.preferences.reward_trainer import (
 )
 from rlhf_envs.preferences.text import TextPreferenceStore
 from rlhf_envs.preferences.text_labelers import TextLabeler, collect_text_preferences
-from rlhf_envs.rewards.text import HFRewardModel, TextRewardFn
 
 __all__ = [
     "DemoConfig",
@@ -235,9 +236,7 @@ def evaluate_samples(
     the mean oracle score, mean reward-model score and the KL estimate E[Σ_n log π − log π_pt]."""
     torch.manual_seed(seed)
     completions, kls = [], []
-    padding_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
+    with tokenizer_sides(tokenizer, padding="left"):
         for start in tqdm(range(0, len(prompts), batch_size), desc=desc, leave=False):
             encoded = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True)
             encoded = encoded.to(model.device)
@@ -256,16 +255,13 @@ def evaluate_samples(
             ).long()
             response_mask = after_eos == 0
             mask = torch.cat([encoded["attention_mask"], response_mask.long()], dim=1)
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            positions = position_ids(mask)
             logprobs = []
             for lm in (model, reference):
                 logits = lm(input_ids=sequences, attention_mask=mask, position_ids=positions).logits
-                logits = logits[:, width - 1 : -1].float()
-                logprobs.append(logits.gather(-1, response[..., None])[..., 0] - logits.logsumexp(-1))
+                logprobs.append(token_logprobs(logits[:, width - 1 : -1].float(), response))
             kls.append(((logprobs[0] - logprobs[1]) * response_mask).sum(-1))
             completions += tokenizer.batch_decode(response, skip_special_tokens=True)
-    finally:
-        tokenizer.padding_side = padding_side
     oracle_scores = [
         oracle(prompt, completion) for prompt, completion in zip(prompts, completions, strict=True)
     ]
