@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("rlhf_envs.lm.pretrain", "pretrain the embedded default language model"),
     "demo": ("rlhf_envs.demo", "the RLHF pipeline end to end on the embedded model"),
     "reward-model": ("rlhf_envs.preferences.reward_trainer", "train the embedded text reward model"),
+    "label": ("rlhf_envs.label.command", "label preferences in the browser (a local web app)"),
 }
 
 
