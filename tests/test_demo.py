@@ -1,13 +1,17 @@
-"""``rlhf-envs demo --quick``: the whole pipeline on a tiny model, and its before/after report."""
+"""``rlhf-envs demo --quick``: the whole pipeline on a tiny model, its before/after report, and its stages."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
+import torch
 from tiny_lm import tiny_lm, tiny_tokenizer
 from transformers import AutoModelForCausalLM
 
 from rlhf_envs.cli import main
+from rlhf_envs.pipeline import DemoConfig, collect_labels, fit_reward_model, oracle_agreement, split_prompts
+from rlhf_envs.preferences.text import TextPreferenceStore
 
 PROMPTS = ["the cat sat", "a good day", "love and joy", "in the beginning", "the dog", "a bad day"]
 
@@ -31,8 +35,46 @@ def test_demo_quick_runs_and_prints_its_report(tmp_path, capsys):
         assert expected in printed
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["before"]) == set(summary["after"]) == {"oracle", "reward", "kl"}
-    assert 0.0 <= summary["reward_model"]["eval_accuracy"] <= 1.0
+    # Before fine-tuning the sampled policy is π_pt itself: the KL estimate is exactly zero.
+    assert summary["before"]["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert summary["after"]["kl"] != summary["before"]["kl"]
     assert len((out / "preferences.jsonl").read_text().splitlines()) == 16
     for plot in ("reward.png", "kl.png"):
         assert (out / plot).stat().st_size > 0
     AutoModelForCausalLM.from_pretrained(out / "model")
+
+
+GOOD = ["love and joy", "a good day", "peace and love", "joy and peace"]
+BAD = ["anger and fear", "a bad day", "fear and war", "war and anger"]
+
+
+def test_stages_fit_a_learnable_preference(tmp_path):
+    """The pipeline's stages on their own: labels that always prefer the kind words are learned."""
+    tokenizer = tiny_tokenizer()
+    tiny_lm(tokenizer).save_pretrained(tmp_path / "lm")
+    store = TextPreferenceStore(tmp_path / "preferences.jsonl")
+    for i in range(48):
+        store.add(PROMPTS[i % 4], GOOD[i % 4], BAD[(i // 4) % 4])
+    config = DemoConfig(rm_epochs=3, rm_learning_rate=1e-3, rm_batch_size=8)
+    fit = fit_reward_model(str(tmp_path / "lm"), tokenizer, store, config, 0, torch.device("cpu"))
+    assert fit.metrics["eval_accuracy"] == 1.0
+    oracle = lambda prompt, completion: float(completion in GOOD)  # noqa: E731
+    assert oracle_agreement(fit.reward_model, oracle, fit.eval_pairs) == 1.0
+
+
+def test_collect_labels_adds_only_the_missing_pairs(tmp_path):
+    tokenizer = tiny_tokenizer()
+    store = TextPreferenceStore(tmp_path / "preferences.jsonl")
+    store.add("the cat sat", "on the mat", "on the log")
+    asked = []
+
+    def labeler(prompt: str, a: str, b: str) -> float:
+        asked.append(prompt)
+        return 1.0
+
+    config = DemoConfig(pairs=5, pair_tokens=4)
+    train, held_out = split_prompts(PROMPTS, eval_prompts=2, seed=0)
+    assert sorted(train + held_out) == sorted(PROMPTS) and len(held_out) == 2
+    assert collect_labels(store, labeler, tiny_lm(tokenizer), tokenizer, train, config, seed=0) == 4
+    assert len(store) == 5 and len(asked) == 4 and set(asked) <= set(train)
+    assert collect_labels(store, labeler, tiny_lm(tokenizer), tokenizer, train, config, seed=0) == 0
