@@ -1,5 +1,7 @@
 """The tabular MDP, its batched core and value iteration."""
 
+import pickle
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -137,3 +139,100 @@ def test_ansi_render():
     env = TabularMDP(render_mode="ansi")
     env.reset(seed=0)
     assert env.render() == "[*] [ ] [ ] [ ]"
+
+
+# The faces' public surface (CoreEnv / CoreVectorEnv), the same for every tensor core.
+CONTROL_IDS = ["rlhf_envs/TabularMDP-v0", "rlhf_envs/CarDriving-v0"]
+
+
+def _run(env, actions):
+    """Every output of stepping ``env`` through ``actions``, then of one unseeded reset."""
+    outputs = [env.step(action) for action in actions]
+    return outputs, env.reset()
+
+
+def _assert_same(left, right):
+    if isinstance(left, dict):
+        assert left.keys() == right.keys()
+        for key in left:
+            _assert_same(left[key], right[key])
+    elif isinstance(left, tuple | list):
+        assert len(left) == len(right)
+        for a, b in zip(left, right, strict=True):
+            _assert_same(a, b)
+    else:
+        np.testing.assert_array_equal(left, right)
+
+
+@pytest.mark.parametrize("env_id", CONTROL_IDS)
+def test_vector_state_dict_resumes_exactly(env_id):
+    def make():
+        return gym.make_vec(env_id, num_envs=5, vectorization_mode="vector_entry_point", device="cpu")
+
+    env = make()
+    env.action_space.seed(0)
+    actions = [env.action_space.sample() for _ in range(130)]  # crosses every horizon: autoresets too
+    env.reset(seed=1)
+    for action in actions[:40]:
+        env.step(action)
+    saved = pickle.loads(pickle.dumps(env.state_dict()))
+    straight = _run(env, actions[40:])
+    resumed_env = make()
+    resumed_env.reset(seed=2)  # other episodes, overwritten by the load
+    resumed_env.load_state_dict(saved)
+    _assert_same(straight, _run(resumed_env, actions[40:]))
+
+
+@pytest.mark.parametrize("env_id", CONTROL_IDS)
+def test_single_env_state_dict_resumes_exactly(env_id):
+    env = gym.make(env_id).unwrapped
+    env.action_space.seed(0)
+    actions = [env.action_space.sample() for _ in range(20)]
+    env.reset(seed=3)
+    for action in actions[:7]:
+        env.step(action)
+    saved = env.state_dict()
+    straight = _run(env, actions[7:])
+    other = gym.make(env_id).unwrapped
+    other.reset(seed=4)
+    other.load_state_dict(saved)
+    _assert_same(straight, _run(other, actions[7:]))
+
+
+def test_state_dict_refuses_another_env():
+    tabular = TabularMDPVectorEnv(num_envs=3, device="cpu")
+    with pytest.raises(RuntimeError, match="reset"):
+        tabular.state_dict()
+    tabular.reset(seed=0)
+    with pytest.raises(ValueError, match="num_envs"):
+        TabularMDPVectorEnv(num_envs=4, device="cpu").load_state_dict(tabular.state_dict())
+    car = gym.make_vec(
+        "rlhf_envs/CarDriving-v0", num_envs=3, vectorization_mode="vector_entry_point", device="cpu"
+    )
+    with pytest.raises(ValueError, match="core"):
+        car.load_state_dict(tabular.state_dict())
+
+
+def test_gamma_is_the_mdps_own_through_wrappers_and_faces():
+    env = gym.wrappers.RecordEpisodeStatistics(gym.make("rlhf_envs/TabularMDP-v0", gamma=0.8))
+    assert env.get_wrapper_attr("gamma") == 0.8
+    assert env.unwrapped.to_vector(2).gamma == 0.8
+    assert TabularMDPVectorEnv(num_envs=2, gamma=0.7, device="cpu").gamma == 0.7
+    assert gym.make("rlhf_envs/CarDriving-v0").get_wrapper_attr("gamma") is None  # no discount of its own
+
+
+def test_to_vector_makes_a_new_tensor_env_and_leaves_the_callers():
+    single = TabularMDP()
+    single.reset(seed=0)
+    twin = TabularMDP()
+    twin.reset(seed=0)
+    vector = single.to_vector(4, device="cpu")
+    obs, _ = vector.reset(seed=0)
+    assert isinstance(obs, torch.Tensor) and obs.shape == (4,)
+    for action in [1, 1, 2, 0, 1]:  # the caller's episode goes on as if nothing happened
+        _assert_same(single.step(action), twin.step(action))
+
+    numpy_vector = TabularMDPVectorEnv(num_envs=3, device="cpu")
+    tensors = numpy_vector.to_vector()
+    assert tensors is not numpy_vector and tensors.num_envs == 3
+    assert tensors.as_tensors and not numpy_vector.as_tensors

@@ -7,7 +7,7 @@ import torch
 from tiny_lm import tiny_lm, tiny_reward_model, tiny_tokenizer
 
 from rlhf_envs.envs.token import TokenEnv
-from rlhf_envs.rewards.text import HFRewardModel, resolve_reward_model
+from rlhf_envs.lm.reward_model import HFRewardModel, resolve_reward_model
 
 PROMPTS = ["the cat sat", "love", "a good day makes", "in the beginning", "the dog"]
 COMPLETIONS = [" on the mat", " and joy", " a happy heart", " was the word and the word was good", ""]
@@ -69,7 +69,12 @@ def test_callables_pass_through_and_bad_arguments_are_refused():
 
 def test_token_env_reward_is_the_reward_models_score(classifier, tokenizer):
     env = TokenEnv(
-        tiny_lm(tokenizer), tokenizer, PROMPTS, reward_model=classifier, max_new_tokens=3, device="cpu"
+        model=tiny_lm(tokenizer),
+        tokenizer=tokenizer,
+        prompts=PROMPTS,
+        reward_model=classifier,
+        max_new_tokens=3,
+        device="cpu",
     )
     env.reset(seed=0)
     for token in (30, 40, 50):

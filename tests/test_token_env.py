@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import gymnasium as gym
 import numpy as np
@@ -15,7 +16,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from tiny_lm import tiny_lm, tiny_tokenizer
 
 import rlhf_envs  # noqa: F401  (registers the env ids)
-from rlhf_envs.envs.token import TokenEnv, TokenVectorEnv
+from rlhf_envs.envs.token import TokenEnv, TokenEnvConfig, TokenVectorEnv
 from rlhf_envs.lm.assets import load_prompts
 
 PROMPTS = ["the cat sat", "a good day makes a happy heart, a bad", "love", "in the beginning was the word"]
@@ -42,7 +43,7 @@ def make_env(lm, tokenizer, **kwargs) -> TokenEnv:
         "max_new_tokens": 6,
         "device": "cpu",
     } | kwargs
-    return TokenEnv(lm, tokenizer=tokenizer, **kwargs)
+    return TokenEnv(model=lm, tokenizer=tokenizer, **kwargs)
 
 
 def full_forward_logprobs(lm, input_ids: np.ndarray, attention_mask: np.ndarray, count: int) -> np.ndarray:
@@ -112,7 +113,14 @@ def test_kl_coef_adds_beta_times_ref_logprob_each_step(lm, tokenizer):
 def test_vector_env_equals_single_envs_on_the_same_seeds(lm, tokenizer, as_tensors):
     num_envs, steps, eos = 3, 40, tokenizer.eos_token_id
     vector = TokenVectorEnv(
-        num_envs, lm, tokenizer, PROMPTS, length_reward, max_new_tokens=4, device="cpu", as_tensors=as_tensors
+        num_envs,
+        model=lm,
+        tokenizer=tokenizer,
+        prompts=PROMPTS,
+        reward_model=length_reward,
+        max_new_tokens=4,
+        device="cpu",
+        as_tensors=as_tensors,
     )
     singles = [make_env(lm, tokenizer, max_new_tokens=4) for _ in range(num_envs)]
     rng = np.random.default_rng(1)
@@ -129,7 +137,7 @@ def test_vector_env_equals_single_envs_on_the_same_seeds(lm, tokenizer, as_tenso
     single_obs = [env.reset(seed=10 + i)[0] for i, env in enumerate(singles)]
     ended, slid_back = 0, False
     for step in range(steps):
-        layer = vector.core.cache.layers[0]
+        layer = vector._state.cache.layers[0]
         start = layer.start
         for i in range(num_envs):
             for key in ("input_ids", "attention_mask"):
@@ -137,7 +145,7 @@ def test_vector_env_equals_single_envs_on_the_same_seeds(lm, tokenizer, as_tenso
         batch = torch.as_tensor(actions[step]) if as_tensors else actions[step]
         obs, rewards, terminated, truncated, info = vector.step(batch)
         # The KV window wrapped around its buffer (not a fresh start of every episode): it must stay exact.
-        slid_back |= vector.core.cache.layers[0] is layer and layer.start < start
+        slid_back |= vector._state.cache.layers[0] is layer and layer.start < start
         for i, env in enumerate(singles):
             single_obs[i], reward, single_terminated, single_truncated, single_info = env.step(
                 actions[step, i]
@@ -227,9 +235,111 @@ def test_action_outside_the_vocabulary_is_refused(lm, tokenizer):
     env.reset(seed=0)
     with pytest.raises(ValueError, match="outside the vocabulary"):
         env.step(env.action_space.n)
-    vector = TokenVectorEnv(2, lm, tokenizer, PROMPTS, length_reward, device="cpu", as_tensors=True)
+    vector = TokenVectorEnv(
+        2,
+        model=lm,
+        tokenizer=tokenizer,
+        prompts=PROMPTS,
+        reward_model=length_reward,
+        device="cpu",
+        as_tensors=True,
+    )
     vector.reset(seed=0)
     with pytest.raises(ValueError, match="outside the vocabulary"):
         vector.step(torch.tensor([3, -1]))
     with pytest.raises(ValueError, match="integer"):
         vector.step(np.array([1.5, 2.0]))
+
+
+def _token_run(env, actions):
+    """Every output of stepping ``env`` through ``actions``, then of one unseeded reset."""
+    outputs = [env.step(action) for action in actions]
+    return outputs, env.reset()
+
+
+def _assert_same(left, right):
+    if isinstance(left, dict):
+        assert left.keys() == right.keys()
+        for key in left:
+            _assert_same(left[key], right[key])
+    elif isinstance(left, tuple | list):
+        assert len(left) == len(right)
+        for a, b in zip(left, right, strict=True):
+            _assert_same(a, b)
+    elif isinstance(left, np.ndarray) and left.dtype == object:
+        assert left.tolist() == right.tolist()
+    else:
+        np.testing.assert_array_equal(left, right)
+
+
+def test_vector_state_dict_resumes_exactly_with_its_kv_cache(lm, tokenizer):
+    def make(seed):
+        env = TokenVectorEnv(
+            3, model=lm, tokenizer=tokenizer, prompts=PROMPTS, reward_model=length_reward, max_new_tokens=5
+        )
+        env.reset(seed=seed)
+        return env
+
+    rng = np.random.default_rng(0)
+    actions = rng.integers(1, 60, (40, 3))
+    actions[rng.random((40, 3)) < 0.2] = tokenizer.eos_token_id  # rows end and restart at different steps
+    env = make(seed=5)
+    for action in actions[:9]:  # mid-episode: the cache holds prompts and continuations
+        env.step(action)
+    saved = pickle.loads(pickle.dumps(env.state_dict()))
+    straight = _token_run(env, actions[9:])
+    resumed = make(seed=6)
+    resumed.load_state_dict(saved)
+    _assert_same(straight, _token_run(resumed, actions[9:]))
+
+
+def test_single_env_state_dict_resumes_exactly(lm, tokenizer):
+    env = make_env(lm, tokenizer, max_new_tokens=6)
+    env.reset(seed=2)
+    env.step(7)
+    env.step(8)
+    saved = env.state_dict()
+    straight = _token_run(env, [9, 10, 11, 12])
+    other = make_env(lm, tokenizer, max_new_tokens=6)
+    other.reset(seed=3)
+    other.load_state_dict(saved)
+    _assert_same(straight, _token_run(other, [9, 10, 11, 12]))
+    with pytest.raises(ValueError, match="num_envs"):
+        TokenVectorEnv(2, env.config).load_state_dict(saved)
+
+
+def test_to_vector_shares_the_parts_and_leaves_the_callers_env(lm, tokenizer):
+    env, twin = make_env(lm, tokenizer), make_env(lm, tokenizer)
+    env.reset(seed=0)
+    twin.reset(seed=0)
+    vector = env.to_vector(4)
+    assert vector.num_envs == 4 and vector.as_tensors
+    assert vector.reference_model is env.reference_model is lm and vector.tokenizer is env.tokenizer
+    assert vector.reward_model is env.reward_model and vector.prompts == env.prompts
+    obs, _ = vector.reset(seed=0)
+    assert obs["input_ids"].shape == (4, env.config.max_prompt_tokens + 6)
+    for action in [5, 6, 7]:  # the caller's episode goes on as if nothing happened
+        _assert_same(env.step(action), twin.step(action))
+
+    numpy_vector = TokenVectorEnv(2, env.config)
+    tensors = numpy_vector.to_vector()
+    assert tensors is not numpy_vector and tensors.num_envs == 2
+    assert tensors.as_tensors and not numpy_vector.as_tensors
+    with pytest.raises(ValueError, match="device"):
+        numpy_vector.to_vector(device="meta")
+
+
+def test_one_config_for_both_faces_and_gym_make_keywords(lm, tokenizer):
+    parts = dict(model=lm, tokenizer=tokenizer, prompts=PROMPTS, reward_model=length_reward, device="cpu")
+    env = gym.make("rlhf_envs/TokenEnv-v0", max_new_tokens=3, kl_coef=0.25, **parts)
+    assert env.get_wrapper_attr("config").max_new_tokens == 3
+    assert env.get_wrapper_attr("kl_coef") == 0.25
+    assert env.get_wrapper_attr("gamma") == 1.0
+    config = TokenEnvConfig(max_new_tokens=4, **parts)
+    assert TokenEnv(config, max_new_tokens=2).config.max_new_tokens == 2  # a keyword replaces the field
+    vector = TokenVectorEnv(2, config)
+    assert vector.config.max_new_tokens == 4 and vector.gamma == 1.0
+    with pytest.raises(TypeError, match="TokenEnvConfig"):
+        TokenEnv(lm)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        TokenEnvConfig(max_new_tokens=0)

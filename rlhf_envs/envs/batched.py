@@ -1,9 +1,17 @@
 """One batched core per MDP, two faces over it.
 
-A :class:`BatchedCore` holds an MDP's dynamics as tensor functions that step B episodes at once
-on one device. :class:`CoreEnv` (a ``gymnasium.Env``, B = 1, numpy in and out) and
-:class:`CoreVectorEnv` (a ``gymnasium.vector.VectorEnv``, numpy or device tensors in and out) are
-the only two faces; no MDP writes its dynamics twice.
+A :class:`BatchedCore` holds an MDP's dynamics as functions of an explicit state that step B
+episodes at once on one device: ``reset``, ``step``, ``restart`` (start again the episodes that
+ended) and ``observe``. Every env of the suite is such a core: the tabular and car MDPs, whose
+state is one tensor, and the TokenEnv's decoding core, whose state also holds a KV cache
+(:mod:`rlhf_envs.envs.token`). Each has two faces, a single Gymnasium env (B = 1) and a vector
+env; here are the faces of the tensor cores, :class:`CoreEnv` (numpy in and out) and
+:class:`CoreVectorEnv` (numpy or device tensors in and out); no MDP writes its dynamics twice.
+
+Every face has the same public surface, all an agent needs: ``gamma`` (the discount the MDP
+defines, or ``None``), ``to_vector()`` (a new vector face on a device, the caller's env left as it
+is) and ``state_dict()`` / ``load_state_dict()`` (episodes in progress and the random state, so a
+run resumes exactly).
 """
 
 from __future__ import annotations
@@ -27,13 +35,17 @@ class BatchedCore(abc.ABC):
     """The dynamics of one MDP for B episodes at once, on ``self.device``.
 
     Subclasses set ``observation_space`` and ``action_space`` (of one episode), ``horizon`` (the N
-    decision epochs after which an episode is truncated) and implement :meth:`reset` and
-    :meth:`step`. Randomness comes only from the ``generator`` passed in, so a seed fixes a run.
+    decision epochs after which an episode is truncated), ``gamma`` when the MDP defines its
+    discount, and implement :meth:`reset` and :meth:`step`. Randomness comes only from the
+    ``generator`` the face passes in (a ``torch.Generator`` here; a core may take another source,
+    as the TokenEnv's per-episode NumPy generators), so a seed fixes a run.
     """
 
     observation_space: gym.Space
     action_space: gym.Space
     horizon: int
+    #: The discount the MDP is defined with (its Q* and optimal policy depend on it), or None.
+    gamma: float | None = None
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
         self.device = resolve_device(device)
@@ -50,6 +62,15 @@ class BatchedCore(abc.ABC):
 
         ``info`` maps names to [B] tensors (e.g. what the reward was made of).
         """
+
+    def restart(self, state: torch.Tensor, done: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """``state`` with the episodes where ``done`` (bool [B]) started afresh.
+
+        Branch-free, so a step makes no host sync: every row draws a fresh start and only the
+        finished rows take it. A core whose start is expensive overrides this.
+        """
+        fresh = self.reset(len(done), generator)
+        return torch.where(done.view(-1, *([1] * (state.dim() - 1))), fresh, state)
 
     def to(self, device: str | torch.device) -> BatchedCore:
         """A copy of this core whose tensors live on ``device``."""
@@ -133,6 +154,27 @@ class CoreEnv(gym.Env):
             return None
         return self.core.render(self._state[0], self.render_mode)
 
+    @property
+    def gamma(self) -> float | None:
+        """The discount the MDP defines (the tabular MDP's γ), or None when it defines none."""
+        return self.core.gamma
+
+    def to_vector(
+        self, num_envs: int | None = None, device: str | torch.device | None = None, as_tensors: bool = True
+    ) -> CoreVectorEnv:
+        """A new vector face with ``num_envs`` (default 1) episodes of this env's core on ``device``
+        (default: the core's); this env is left as it is."""
+        core = self.core if device is None else self.core.to(device)
+        return CoreVectorEnv(core, 1 if num_envs is None else num_envs, as_tensors=as_tensors)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The episode in progress and every random state: loading it continues this env exactly."""
+        return _face_state(self, self._state, self._elapsed, self._generator)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state_dict()`` of an env with the same core, on the same kind of device."""
+        self._state, self._elapsed = _load_face_state(self, state, self._generator)
+
     def _observation(self) -> Any:
         observation = self.core.observe(self._state)[0].cpu().numpy()
         if isinstance(self.observation_space, gym.spaces.Discrete):
@@ -196,10 +238,7 @@ class CoreVectorEnv(VectorEnv):
         truncated = (self._elapsed >= self.core.horizon) & ~terminated
         done = terminated | truncated
         final_obs = self.core.observe(state)
-        # Branch-free autoreset keeps the step free of host syncs: every row draws a fresh start
-        # and only the finished rows take it.
-        fresh = self.core.reset(self.num_envs, self._generator)
-        self._state = torch.where(done.view(-1, *([1] * (state.dim() - 1))), fresh, state)
+        self._state = self.core.restart(state, done, self._generator)
         self._elapsed = torch.where(done, 0, self._elapsed)
         info = dict(info, final_obs=final_obs, _final_obs=done)
         return (
@@ -215,6 +254,28 @@ class CoreVectorEnv(VectorEnv):
             return None
         return tuple(self.core.render(row, self.render_mode) for row in self._state)
 
+    @property
+    def gamma(self) -> float | None:
+        """The discount the MDP defines (the tabular MDP's γ), or None when it defines none."""
+        return self.core.gamma
+
+    def to_vector(
+        self, num_envs: int | None = None, device: str | torch.device | None = None, as_tensors: bool = True
+    ) -> CoreVectorEnv:
+        """A new vector face of this env's core with ``num_envs`` episodes (default: as many as this
+        one) on ``device`` (default: this env's); this env is left as it is."""
+        core = self.core if device is None else self.core.to(device)
+        return CoreVectorEnv(core, self.num_envs if num_envs is None else num_envs, as_tensors=as_tensors)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The episodes in progress and every random state: loading it continues this env exactly."""
+        return _face_state(self, self._state, self._elapsed, self._generator)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state_dict()`` of an env with the same core and ``num_envs``, on the
+        same kind of device; raises ``ValueError`` otherwise."""
+        self._state, self._elapsed = _load_face_state(self, state, self._generator)
+
     def _action_tensor(self, actions: Any) -> torch.Tensor:
         if isinstance(actions, torch.Tensor):
             expected = self.action_space.shape
@@ -229,3 +290,57 @@ class CoreVectorEnv(VectorEnv):
 
     def _output(self, value: torch.Tensor) -> Any:
         return value if self.as_tensors else value.cpu().numpy()
+
+
+def numpy_rng_state(rng: np.random.Generator | None) -> dict[str, Any] | None:
+    """A copy of a NumPy generator's state (None for None), for a state dict."""
+    return None if rng is None else copy.deepcopy(rng.bit_generator.state)
+
+
+def numpy_rng_from_state(state: dict[str, Any] | None) -> np.random.Generator | None:
+    """Inverse of :func:`numpy_rng_state`."""
+    if state is None:
+        return None
+    rng = np.random.Generator(getattr(np.random, state["bit_generator"])())
+    rng.bit_generator.state = state
+    return rng
+
+
+def check_face_state(env: gym.Env | VectorEnv, state: dict[str, Any], core: Any, num_envs: int) -> None:
+    """Raise ``ValueError`` when ``state`` was saved from an env that is not like ``env``."""
+    expected = {"core": type(core).__name__, "num_envs": num_envs, "device_type": core.device.type}
+    for key, value in expected.items():
+        if state.get(key) != value:
+            raise ValueError(
+                f"the state was saved with {key}={state.get(key)!r}, this {type(env).__name__} has {value!r}"
+            )
+
+
+def _face_state(
+    env: CoreEnv | CoreVectorEnv, core_state: torch.Tensor | None, elapsed: Any, generator: torch.Generator
+) -> dict[str, Any]:
+    if core_state is None:
+        raise RuntimeError("call reset() before state_dict(): no episode is in progress")
+    num_envs = env.num_envs if isinstance(env, VectorEnv) else 1
+    return {
+        "core": type(env.core).__name__,
+        "num_envs": num_envs,
+        "device_type": env.core.device.type,
+        "state": core_state.clone(),
+        "elapsed": elapsed.clone() if isinstance(elapsed, torch.Tensor) else elapsed,
+        "generator": generator.get_state(),
+        # gymnasium's np_random draws the next seed of an unseeded reset().
+        "np_random": numpy_rng_state(env._np_random),
+    }
+
+
+def _load_face_state(
+    env: CoreEnv | CoreVectorEnv, state: dict[str, Any], generator: torch.Generator
+) -> tuple[torch.Tensor, Any]:
+    num_envs = env.num_envs if isinstance(env, VectorEnv) else 1
+    check_face_state(env, state, env.core, num_envs)
+    generator.set_state(state["generator"])
+    env._np_random = numpy_rng_from_state(state["np_random"])
+    elapsed = state["elapsed"]
+    elapsed = elapsed.to(env.core.device).clone() if isinstance(elapsed, torch.Tensor) else elapsed
+    return state["state"].to(env.core.device).clone(), elapsed

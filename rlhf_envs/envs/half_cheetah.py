@@ -91,6 +91,9 @@ class HalfCheetah(HalfCheetahEnv):
     - v0: initial version, on ``HalfCheetah-v5``.
     """
 
+    #: The lecture's return is an undiscounted sum over N steps: the env defines no discount of its own.
+    gamma: float | None = None
+
     def __init__(
         self,
         reward: RewardName = "lecture",

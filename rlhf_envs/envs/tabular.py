@@ -190,7 +190,7 @@ class TabularMDP(CoreEnv):
     ) -> None:
         core = TabularCore(P, R, gamma, horizon, _initial_or_default(initial_state_distribution, P), device)
         super().__init__(core, render_mode=render_mode)
-        self.P, self.R, self.gamma = core.P, core.R, core.gamma
+        self.P, self.R = core.P, core.R
 
 
 class TabularMDPVectorEnv(CoreVectorEnv):
@@ -212,7 +212,7 @@ class TabularMDPVectorEnv(CoreVectorEnv):
     ) -> None:
         core = TabularCore(P, R, gamma, horizon, _initial_or_default(initial_state_distribution, P), device)
         super().__init__(core, num_envs, as_tensors=as_tensors, render_mode=render_mode)
-        self.P, self.R, self.gamma = core.P, core.R, core.gamma
+        self.P, self.R = core.P, core.R
 
 
 def _initial_or_default(initial_state_distribution: Any, P: Any) -> np.ndarray:

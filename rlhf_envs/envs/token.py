@@ -1,15 +1,20 @@
 """LLM decoding as a Gymnasium environment: the state is prompt + continuation, the action is the next token.
 
-One batched core (:class:`TokenCore`) runs B decoding episodes with one forward pass of the frozen
-reference model π_pt per step, extending a KV cache by one token; :class:`TokenVectorEnv` is its
+One batched core (:class:`TokenCore`, a :class:`~rlhf_envs.envs.batched.BatchedCore`) runs B
+decoding episodes with one forward pass of the frozen reference model π_pt per step, extending a
+KV cache by one token; its state (:class:`TokenState`) is explicit. :class:`TokenVectorEnv` is its
 vector face (B episodes, same-step autoreset, numpy or device tensors) and :class:`TokenEnv` its
-single face (B = 1). The reward of the last step is a text reward model's score of
-(prompt, completion); every step also reports log π_pt(action | state).
+single face (B = 1); both are configured by one :class:`TokenEnvConfig`. The reward of the last
+step is a text reward model's score of (prompt, completion); every step also reports
+log π_pt(action | state).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +27,70 @@ from gymnasium.vector.utils import batch_space
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
+from rlhf_envs.device import resolve_device
+from rlhf_envs.envs.batched import BatchedCore, check_face_state, numpy_rng_from_state, numpy_rng_state
 from rlhf_envs.lm.assets import DEFAULT_PROMPTS_FILE, load_prompts
 from rlhf_envs.lm.loading import load_causal_lm
-from rlhf_envs.lm.reward_model import RewardModelSpec, check_scores, resolve_reward_model
+from rlhf_envs.lm.reward_model import RewardModelSpec, TextRewardFn, check_scores, resolve_reward_model
 from rlhf_envs.lm.tokens import position_ids, token_logprobs
 
-__all__ = ["TokenCore", "TokenEnv", "TokenVectorEnv"]
+__all__ = ["TokenCore", "TokenEnv", "TokenEnvConfig", "TokenState", "TokenVectorEnv"]
+
+#: One NumPy generator per episode: where each episode draws its prompts.
+PromptGenerators = Sequence[np.random.Generator]
+
+
+@dataclass
+class TokenEnvConfig:
+    """Everything a TokenEnv is made of, for both faces (``TokenEnv``, ``TokenVectorEnv``).
+
+    Args:
+        model: the frozen reference policy π_pt: ``"embedded"`` (the default LM shipped with the
+            package), a Hugging Face causal-LM id or local folder, or a loaded ``PreTrainedModel``.
+        tokenizer: its tokenizer (object, id or path); ``None`` loads the model's own. A tokenizer
+            whose vocabulary does not fit the model raises ``ValueError``.
+        prompts: a list of strings, a text file (one prompt a line), a JSONL file (a ``prompt``
+            field a line) or a ``datasets.Dataset`` with a ``prompt`` column; ``None`` uses the
+            embedded LM's held-out prompts. Each episode draws one with the env's RNG.
+        reward_model: a callable ``(prompts, completions) -> Tensor[B]``, a sequence-classification
+            model (id, path or object) with ``num_labels=1``, or ``None`` for the embedded reward model.
+        max_new_tokens: N, the most tokens an episode generates before it is truncated.
+        stop_at_eos: end the episode (terminated) when the action is the EOS token.
+        kl_coef: β; each step's reward adds β · log π_pt(action | state) (see ``TokenEnv``'s Rewards).
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``...
+        max_prompt_tokens: the longest prompt in tokens; ``None`` takes the longest given prompt.
+            ``context_len = max_prompt_tokens + max_new_tokens`` must fit the model's context.
+
+    An env's own ``config`` holds every part resolved (the loaded model, tokenizer, prompt list and
+    reward model), so another env made from it shares them instead of loading them again.
+    """
+
+    model: str | Path | PreTrainedModel = "embedded"
+    tokenizer: str | Path | PreTrainedTokenizerBase | None = None
+    prompts: Any = None
+    reward_model: RewardModelSpec = None
+    max_new_tokens: int = 48
+    stop_at_eos: bool = True
+    kl_coef: float = 0.0
+    device: str | torch.device = "auto"
+    max_prompt_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.kl_coef < 0:
+            raise ValueError(f"kl_coef must be >= 0, got {self.kl_coef}")
+
+
+def _make_config(config: TokenEnvConfig | None, fields: dict[str, Any]) -> TokenEnvConfig:
+    """``config`` (default ``TokenEnvConfig()``) with the keyword arguments ``fields`` replaced."""
+    if config is None:
+        return TokenEnvConfig(**fields)
+    if not isinstance(config, TokenEnvConfig):
+        raise TypeError(
+            f"config must be a TokenEnvConfig, got {type(config).__name__}; pass a model as model=..."
+        )
+    return dataclasses.replace(config, **fields)
 
 
 class _WindowLayer(DynamicLayer):
@@ -80,68 +143,126 @@ class _WindowLayer(DynamicLayer):
         self.keys = self.key_buffer[:, :, end - length : end]
         self.values = self.value_buffer[:, :, end - length : end]
 
+    def state_dict(self) -> dict[str, Any]:
+        """A copy of the buffers and the window's place in them."""
+        return {
+            "key_buffer": self.key_buffer.clone(),
+            "value_buffer": self.value_buffer.clone(),
+            "width": self.width,
+            "start": self.start,
+            "end": self.end,
+            "length": self.keys.shape[2],
+        }
 
-class TokenCore:
-    """B decoding episodes of the reference model on one device; the dynamics behind both faces.
+    @classmethod
+    def from_state(cls, state: dict[str, Any], device: torch.device) -> _WindowLayer:
+        """Inverse of :meth:`state_dict`."""
+        layer = cls.__new__(cls)
+        DynamicLayer.__init__(layer)
+        layer.key_buffer = state["key_buffer"].to(device).clone()
+        layer.value_buffer = state["value_buffer"].to(device).clone()
+        layer.width, layer.start = state["width"], state["start"]
+        layer.is_initialized = True
+        layer._view(state["end"], state["length"])
+        return layer
 
-    State per episode: a left-padded window of the last ``context_len`` tokens (the observation),
-    the reference model's KV cache for exactly that window, and its logits for the next token.
-    A step appends one token to every episode: the window and every cache layer drop their oldest
-    column (dead in every episode: prompt ≤ ``max_prompt_tokens`` and at most ``max_new_tokens``
-    tokens fit) and the new token's keys and values are appended by one forward pass. Starting an
-    episode writes its prefilled prompt into the last columns of its rows.
+
+@dataclass
+class TokenState:
+    """The explicit state of B decoding episodes, what :class:`TokenCore` steps.
+
+    The tensors live on the core's device. The cache is written in place (copying it every step
+    would cost what the KV cache saves); the observation tensors are replaced, never written, so
+    observations already handed out stay as they were.
     """
 
-    def __init__(
-        self,
-        num_envs: int,
-        model: str | Path | PreTrainedModel = "embedded",
-        tokenizer: str | Path | PreTrainedTokenizerBase | None = None,
-        prompts: Any = None,
-        reward_model: RewardModelSpec = None,
-        max_new_tokens: int = 48,
-        stop_at_eos: bool = True,
-        kl_coef: float = 0.0,
-        device: str | torch.device = "auto",
-        max_prompt_tokens: int | None = None,
-    ) -> None:
-        if num_envs < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        if kl_coef < 0:
-            raise ValueError(f"kl_coef must be >= 0, got {kl_coef}")
-        self.model, self.tokenizer = load_causal_lm(model, tokenizer, device)
-        self.device = self.model.device
-        self.reward_model = resolve_reward_model(reward_model, self.device, self.tokenizer)
-        self.prompts = load_prompts(DEFAULT_PROMPTS_FILE if prompts is None else prompts)
-        self.num_envs = num_envs
-        self.max_new_tokens = max_new_tokens
-        self.stop_at_eos = stop_at_eos
-        self.kl_coef = float(kl_coef)
+    #: [B, context_len] left-padded window: prompt + continuation, the newest token last.
+    input_ids: torch.Tensor
+    #: [B, context_len] 1 on real tokens, 0 on padding (long).
+    attention_mask: torch.Tensor
+    #: [B] position id of the next token.
+    positions: torch.Tensor
+    #: [B, vocab] float32 logits of π_pt for the next token.
+    next_logits: torch.Tensor
+    #: π_pt's keys and values of exactly the window (one ``_WindowLayer`` per layer).
+    cache: DynamicCache
+    #: [B] tokens generated so far; on the host, so a step decides which episodes end without a sync.
+    response_length: np.ndarray
+    #: [B] index into the prompts of each episode's prompt.
+    prompt_index: np.ndarray
+    #: [B] tokens of each episode's prompt.
+    prompt_length: np.ndarray
+
+    def state_dict(self) -> dict[str, Any]:
+        """A copy of the state, cache included."""
+        tensors = ("input_ids", "attention_mask", "positions", "next_logits")
+        arrays = ("response_length", "prompt_index", "prompt_length")
+        state: dict[str, Any] = {name: getattr(self, name).clone() for name in tensors}
+        state |= {name: getattr(self, name).copy() for name in arrays}
+        state["cache"] = [layer.state_dict() for layer in self.cache.layers]
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], device: torch.device) -> TokenState:
+        """Inverse of :meth:`state_dict`, on ``device``."""
+        cache = DynamicCache()
+        cache.layers = [_WindowLayer.from_state(layer, device) for layer in state["cache"]]
+        tensors = {
+            name: state[name].to(device).clone()
+            for name in ("input_ids", "attention_mask", "positions", "next_logits")
+        }
+        arrays = {name: state[name].copy() for name in ("response_length", "prompt_index", "prompt_length")}
+        return cls(cache=cache, **tensors, **arrays)
+
+
+class TokenCore(BatchedCore):
+    """B decoding episodes of the reference model on one device; the dynamics behind both faces.
+
+    State per episode (:class:`TokenState`): a left-padded window of the last ``context_len``
+    tokens (the observation), the reference model's KV cache for exactly that window, and its
+    logits for the next token. A step appends one token to every episode: the window and every
+    cache layer drop their oldest column (dead in every episode: prompt ≤ ``max_prompt_tokens``
+    and at most ``max_new_tokens`` tokens fit) and the new token's keys and values are appended by
+    one forward pass. Starting an episode writes its prefilled prompt into the last columns of its
+    rows; :meth:`restart` starts only the episodes that ended. The ``generator`` of this core is
+    one NumPy generator per episode, from which each episode draws its prompts.
+    """
+
+    #: The return is undiscounted: the KL-regularised objective of the Rewards section is a sum.
+    gamma = 1.0
+
+    def __init__(self, config: TokenEnvConfig) -> None:
+        self.model, self.tokenizer = load_causal_lm(config.model, config.tokenizer, config.device)
+        super().__init__(self.model.device)
+        self.reward_model: TextRewardFn = resolve_reward_model(
+            config.reward_model, self.device, self.tokenizer
+        )
+        self.prompts = load_prompts(DEFAULT_PROMPTS_FILE if config.prompts is None else config.prompts)
+        self.max_new_tokens = self.horizon = config.max_new_tokens
+        self.stop_at_eos = config.stop_at_eos
+        self.kl_coef = float(config.kl_coef)
         self.eos_token_id = self.tokenizer.eos_token_id
         self.pad_token_id = self.tokenizer.pad_token_id
         self.vocab_size = self.model.get_output_embeddings().weight.shape[0]
         # A prefill needs only the last position's logits; most HF models can skip the others' LM head.
         supports_keep = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         self._last_logits_only = {"logits_to_keep": 1} if supports_keep else {}
-        self._encode_prompts(max_prompt_tokens)
+        self._encode_prompts(config.max_prompt_tokens)
+        self.config = dataclasses.replace(
+            config,
+            model=self.model,
+            tokenizer=self.tokenizer,
+            prompts=self.prompts,
+            reward_model=self.reward_model,
+            device=self.device,
+            max_prompt_tokens=self.max_prompt_tokens,
+        )
 
         self.observation_space = gym.spaces.Dict(
             input_ids=gym.spaces.Box(0, self.vocab_size - 1, (self.context_len,), np.int64),
             attention_mask=gym.spaces.Box(0, 1, (self.context_len,), np.int8),
         )
         self.action_space = gym.spaces.Discrete(self.vocab_size)
-
-        shape = (num_envs, self.context_len)
-        self.input_ids = torch.full(shape, self.pad_token_id, dtype=torch.long, device=self.device)
-        self.attention_mask = torch.zeros(shape, dtype=torch.long, device=self.device)
-        self.positions = torch.zeros(num_envs, dtype=torch.long, device=self.device)
-        self.next_logits = torch.zeros(num_envs, self.vocab_size, device=self.device)
-        self.response_length = np.zeros(num_envs, dtype=np.int64)
-        self._row_prompt_length = np.zeros(num_envs, dtype=np.int64)
-        self.prompt_index = np.zeros(num_envs, dtype=np.int64)
-        self.cache: DynamicCache | None = None
 
     def _encode_prompts(self, max_prompt_tokens: int | None) -> None:
         encoded = self.tokenizer(self.prompts)["input_ids"]
@@ -175,9 +296,44 @@ class TokenCore:
         self.prompt_lengths = torch.as_tensor(lengths, device=self.device)
         self._prompt_lengths_host = lengths
 
+    def to(self, device: str | torch.device) -> TokenCore:
+        """This core, when ``device`` is its own; a reference model is never copied across devices."""
+        if not _same_device(resolve_device(device), self.device):
+            raise ValueError(
+                f"the TokenEnv runs on {self.device}, not {device}: build the env with device={str(device)!r}"
+            )
+        return self
+
     # -- dynamics -----------------------------------------------------------------------------------
+    def reset(self, num_envs: int, generator: PromptGenerators) -> TokenState:
+        """``num_envs`` fresh episodes, episode i with a prompt drawn by ``generator[i]``."""
+        shape = (num_envs, self.context_len)
+        state = TokenState(
+            input_ids=torch.full(shape, self.pad_token_id, dtype=torch.long, device=self.device),
+            attention_mask=torch.zeros(shape, dtype=torch.long, device=self.device),
+            positions=torch.zeros(num_envs, dtype=torch.long, device=self.device),
+            next_logits=torch.zeros(num_envs, self.vocab_size, device=self.device),
+            cache=DynamicCache(),
+            response_length=np.zeros(num_envs, dtype=np.int64),
+            prompt_index=np.zeros(num_envs, dtype=np.int64),
+            prompt_length=np.zeros(num_envs, dtype=np.int64),
+        )
+        rows = np.arange(num_envs)
+        self._start(state, rows, self._draw_prompts(generator, rows))
+        return state
+
+    def restart(self, state: TokenState, done: np.ndarray, generator: PromptGenerators) -> TokenState:
+        """Start new episodes in the rows where ``done`` (bool [B] on the host, as ``step`` reports)."""
+        rows = np.flatnonzero(done)
+        if len(rows):
+            self._start(state, rows, self._draw_prompts(generator, rows))
+        return state
+
+    def _draw_prompts(self, generator: PromptGenerators, rows: np.ndarray) -> np.ndarray:
+        return np.array([generator[row].integers(len(self.prompts)) for row in rows], dtype=np.int64)
+
     @torch.inference_mode()
-    def start(self, rows: np.ndarray, prompt_index: np.ndarray) -> None:
+    def _start(self, state: TokenState, rows: np.ndarray, prompt_index: np.ndarray) -> None:
         """Start episodes in ``rows`` with the prompts ``prompt_index``: one prefill forward pass."""
         rows_t = torch.as_tensor(rows, device=self.device)
         index_t = torch.as_tensor(prompt_index, device=self.device)
@@ -198,16 +354,16 @@ class TokenCore:
         window_ids = torch.nn.functional.pad(ids, (pad, 0), value=self.pad_token_id)
         window_mask = torch.nn.functional.pad(mask, (pad, 0))
         # Out-of-place index_copy: observations already handed out are never written to.
-        self.input_ids = self.input_ids.index_copy(0, rows_t, window_ids)
-        self.attention_mask = self.attention_mask.index_copy(0, rows_t, window_mask)
-        self.positions[rows_t] = positions[:, -1] + 1
-        self.next_logits[rows_t] = output.logits[:, -1].float()
-        self.response_length[rows] = 0
-        self.prompt_index[rows] = prompt_index
-        self._row_prompt_length[rows] = self._prompt_lengths_host[prompt_index]
-        self._write_cache(rows_t, output.cache, whole=len(rows) == self.num_envs)
+        state.input_ids = state.input_ids.index_copy(0, rows_t, window_ids)
+        state.attention_mask = state.attention_mask.index_copy(0, rows_t, window_mask)
+        state.positions[rows_t] = positions[:, -1] + 1
+        state.next_logits[rows_t] = output.logits[:, -1].float()
+        state.response_length[rows] = 0
+        state.prompt_index[rows] = prompt_index
+        state.prompt_length[rows] = self._prompt_lengths_host[prompt_index]
+        self._write_cache(state, rows_t, output.cache, whole=len(rows) == len(state.response_length))
 
-    def _write_cache(self, rows: torch.Tensor, prefill: DynamicCache, whole: bool) -> None:
+    def _write_cache(self, state: TokenState, rows: torch.Tensor, prefill: DynamicCache, whole: bool) -> None:
         for layer in prefill.layers:
             if type(layer) is not DynamicLayer:
                 raise ValueError(
@@ -215,86 +371,145 @@ class TokenCore:
                 )
         if whole:
             # Every episode starts: the prefill's keys and values seed fresh window buffers.
-            layers = [_WindowLayer(layer.keys, layer.values, self.context_len) for layer in prefill.layers]
-            self.cache = DynamicCache()
-            self.cache.layers = layers
+            state.cache = DynamicCache()
+            state.cache.layers = [
+                _WindowLayer(layer.keys, layer.values, self.context_len) for layer in prefill.layers
+            ]
             return
-        for layer, fresh in zip(self.cache.layers, prefill.layers, strict=True):
+        for layer, fresh in zip(state.cache.layers, prefill.layers, strict=True):
             # Columns before the prompt keep stale values; the attention mask hides them.
             layer.write(rows, fresh.keys, fresh.values)
 
     @torch.inference_mode()
-    def step(self, actions: torch.Tensor) -> dict[str, Any]:
-        """Append ``actions`` (LongTensor [B] on the device) to every episode.
+    def step(
+        self, state: TokenState, action: torch.Tensor, generator: PromptGenerators | None = None
+    ) -> tuple[TokenState, torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """Append ``action`` (LongTensor [B] on the device) to every episode.
 
-        Returns a dict with ``reward``, ``ref_logprob`` (float32 [B]), ``terminated``, ``truncated``
-        (bool [B]) on the device, ``done_rows`` (numpy indices of the episodes that ended) and, for
-        those, ``prompts``, ``completions`` (lists of str) and ``scores`` (float32 on the device).
+        Returns ``(state, reward, terminated, info)``: reward float32 [B] and terminated bool [B]
+        on the device; ``info`` holds ``ref_logprob`` (float32 [B]) and ``truncated`` (bool [B]) on
+        the device, ``done`` (bool [B] on the host, for :meth:`restart`), ``done_rows`` (its
+        indices) and, for those episodes, ``prompts``, ``completions`` (lists of str) and
+        ``scores`` (float32 on the device). Decoding draws nothing: ``generator`` is not used.
         """
-        invalid = (actions < 0) | (actions >= self.vocab_size)
-        terminated = actions == self.eos_token_id if self.stop_at_eos else torch.zeros_like(invalid)
+        invalid = (action < 0) | (action >= self.vocab_size)
+        terminated = action == self.eos_token_id if self.stop_at_eos else torch.zeros_like(invalid)
         # The only host sync of a step: which actions are invalid and which episodes met EOS.
         flags = torch.cat([invalid.any().view(1), terminated]).cpu().numpy()
         if flags[0]:
-            bad = actions[invalid][0].item()
+            bad = action[invalid][0].item()
             raise ValueError(f"action {bad} is outside the vocabulary: Discrete({self.vocab_size})")
         terminated_host = flags[1:]
-        self.response_length += 1
-        truncated_host = (self.response_length >= self.max_new_tokens) & ~terminated_host
-        done_rows = np.flatnonzero(terminated_host | truncated_host)
+        state.response_length += 1
+        truncated_host = (state.response_length >= self.max_new_tokens) & ~terminated_host
+        done = terminated_host | truncated_host
+        done_rows = np.flatnonzero(done)
 
-        logits = self.next_logits
-        ref_logprob = token_logprobs(logits, actions)
-        self.input_ids = torch.cat([self.input_ids[:, 1:], actions[:, None]], dim=1)
-        self.attention_mask = torch.nn.functional.pad(self.attention_mask[:, 1:], (0, 1), value=1)
-        if len(done_rows) < self.num_envs:  # a step where every episode ends needs no next-token logits
+        ref_logprob = token_logprobs(state.next_logits, action)
+        state.input_ids = torch.cat([state.input_ids[:, 1:], action[:, None]], dim=1)
+        state.attention_mask = torch.nn.functional.pad(state.attention_mask[:, 1:], (0, 1), value=1)
+        if len(done_rows) < len(done):  # a step where every episode ends needs no next-token logits
             # Attention reads only the last ``live`` columns: those left of them are padding in every row.
-            live = int((self._row_prompt_length + self.response_length).max())
-            for layer in self.cache.layers:
+            live = int((state.prompt_length + state.response_length).max())
+            for layer in state.cache.layers:
                 layer.slide(live - 1)
             output = self.model(
-                input_ids=actions[:, None],
-                attention_mask=self.attention_mask[:, -live:],
-                position_ids=self.positions[:, None],
-                cache=self.cache,
+                input_ids=action[:, None],
+                attention_mask=state.attention_mask[:, -live:],
+                position_ids=state.positions[:, None],
+                cache=state.cache,
                 use_cache=True,
             )
-            self.next_logits = output.logits[:, -1].float()
-        self.positions += 1
+            state.next_logits = output.logits[:, -1].float()
+        state.positions += 1
 
         reward = self.kl_coef * ref_logprob if self.kl_coef else torch.zeros_like(ref_logprob)
-        result: dict[str, Any] = {
+        info: dict[str, Any] = {
             "ref_logprob": ref_logprob,
-            "terminated": torch.as_tensor(terminated_host, device=self.device),
             "truncated": torch.as_tensor(truncated_host, device=self.device),
+            "done": done,
             "done_rows": done_rows,
         }
         if len(done_rows):
-            prompts, completions = self.texts(done_rows)
+            prompts, completions = self.texts(state, done_rows)
             scores = check_scores(self.reward_model(prompts, completions), len(done_rows)).to(self.device)
             reward[torch.as_tensor(done_rows, device=self.device)] += scores
-            result.update(prompts=prompts, completions=completions, scores=scores)
-        result["reward"] = reward
-        return result
+            info.update(prompts=prompts, completions=completions, scores=scores)
+        return state, reward, torch.as_tensor(terminated_host, device=self.device), info
 
-    def texts(self, rows: np.ndarray) -> tuple[list[str], list[str]]:
+    def texts(self, state: TokenState, rows: np.ndarray) -> tuple[list[str], list[str]]:
         """The prompts and the continuations so far (special tokens dropped) of episodes ``rows``."""
-        lengths = self.response_length[rows]
+        lengths = state.response_length[rows]
         width = int(lengths.max()) if len(rows) else 0
         tail = (
-            self.input_ids[torch.as_tensor(rows, device=self.device), self.context_len - width :]
+            state.input_ids[torch.as_tensor(rows, device=self.device), self.context_len - width :]
             .cpu()
             .numpy()
         )
         responses = [row[width - length :] for row, length in zip(tail, lengths, strict=True)]
         completions = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
-        return [self.prompts[i] for i in self.prompt_index[rows]], completions
+        return [self.prompts[i] for i in state.prompt_index[rows]], completions
 
-    def observation(self) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask.to(torch.int8)}
+    def observe(self, state: TokenState) -> dict[str, torch.Tensor]:
+        return {"input_ids": state.input_ids, "attention_mask": state.attention_mask.to(torch.int8)}
 
 
-class TokenVectorEnv(VectorEnv):
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """``cuda`` and ``cuda:0`` are the same device when one of them names no index."""
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+
+
+class _TokenFace:
+    """What both faces of a :class:`TokenCore` show the agents: its parts, ``gamma``, ``to_vector``."""
+
+    core: TokenCore
+
+    @property
+    def config(self) -> TokenEnvConfig:
+        """The env's configuration with every part resolved (loaded model, tokenizer, prompts...)."""
+        return self.core.config
+
+    @property
+    def reference_model(self) -> PreTrainedModel:
+        """π_pt, the frozen reference policy (in eval mode; do not train it: copy it)."""
+        return self.core.model
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        return self.core.tokenizer
+
+    @property
+    def reward_model(self) -> TextRewardFn:
+        """The resolved text reward model, ``(prompts, completions) -> Tensor[B]``."""
+        return self.core.reward_model
+
+    @property
+    def prompts(self) -> list[str]:
+        return self.core.prompts
+
+    @property
+    def kl_coef(self) -> float:
+        """β of the per-step reward β · log π_pt (0: the agent applies the KL itself)."""
+        return self.core.kl_coef
+
+    @property
+    def gamma(self) -> float:
+        """1.0: the env's return is an undiscounted sum (see ``TokenEnv``'s Rewards)."""
+        return self.core.gamma
+
+    def to_vector(
+        self, num_envs: int | None = None, device: str | torch.device | None = None, as_tensors: bool = True
+    ) -> TokenVectorEnv:
+        """A new :class:`TokenVectorEnv` of ``num_envs`` episodes (default: this env's count) that
+        shares this env's reference model, tokenizer, prompts and reward model; this env is left as
+        it is. ``device`` must be this env's own (``ValueError`` otherwise)."""
+        if device is not None:
+            self.core.to(device)
+        count = getattr(self, "num_envs", 1) if num_envs is None else num_envs
+        return TokenVectorEnv(count, self.core.config, as_tensors=as_tensors)
+
+
+class TokenVectorEnv(_TokenFace, VectorEnv):
     """B decoding episodes stepped together, one batched forward pass of π_pt per step.
 
     ## Description
@@ -316,22 +531,25 @@ class TokenVectorEnv(VectorEnv):
 
     ## Arguments
         num_envs: B, the number of episodes.
+        config: a :class:`TokenEnvConfig`; ``None`` takes the defaults.
         as_tensors: torch tensors on the device in and out instead of numpy arrays.
-        model: the frozen reference policy π_pt: ``"embedded"`` (the default LM shipped with the
-            package), a Hugging Face causal-LM id or local folder, or a loaded ``PreTrainedModel``.
-        tokenizer: its tokenizer (object, id or path); ``None`` loads the model's own. A tokenizer
-            whose vocabulary does not fit the model raises ``ValueError``.
-        prompts: a list of strings, a text file (one prompt a line), a JSONL file (a ``prompt``
-            field a line) or a ``datasets.Dataset`` with a ``prompt`` column; ``None`` uses the
-            embedded LM's held-out prompts. Each episode draws one with the env's RNG.
-        reward_model: a callable ``(prompts, completions) -> Tensor[B]``, a sequence-classification
-            model (id, path or object) with ``num_labels=1``, or ``None`` for the embedded reward model.
-        max_new_tokens: N, the most tokens an episode generates before it is truncated.
-        stop_at_eos: end the episode (terminated) when the action is the EOS token.
-        kl_coef: β; each step's reward adds β · log π_pt(action | state) (see Rewards).
-        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``...
-        max_prompt_tokens: the longest prompt in tokens; ``None`` takes the longest given prompt.
-            ``context_len = max_prompt_tokens + max_new_tokens`` must fit the model's context.
+        **fields: any field of :class:`TokenEnvConfig` (``model=``, ``max_new_tokens=``...),
+            replacing the one in ``config``.
+
+    ## Example
+    >>> import rlhf_envs
+    >>> from rlhf_envs.envs.token import TokenVectorEnv
+    >>> envs = TokenVectorEnv(4, max_new_tokens=8, device="cpu")
+    >>> obs, info = envs.reset(seed=0)
+    >>> obs["input_ids"].shape == (4, envs.config.max_prompt_tokens + 8)
+    True
+    >>> for _ in range(8):
+    ...     obs, rewards, terminated, truncated, info = envs.step(envs.action_space.sample())
+    >>> bool(info["_final_obs"].all())  # every episode ended by its 8th token and restarted
+    True
+
+    ## Version History
+    * v0: initial version.
     """
 
     metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
@@ -339,29 +557,13 @@ class TokenVectorEnv(VectorEnv):
     def __init__(
         self,
         num_envs: int = 1,
-        model: str | Path | PreTrainedModel = "embedded",
-        tokenizer: str | Path | PreTrainedTokenizerBase | None = None,
-        prompts: Any = None,
-        reward_model: RewardModelSpec = None,
-        max_new_tokens: int = 48,
-        stop_at_eos: bool = True,
-        kl_coef: float = 0.0,
-        device: str | torch.device = "auto",
-        max_prompt_tokens: int | None = None,
+        config: TokenEnvConfig | None = None,
         as_tensors: bool = False,
+        **fields: Any,
     ) -> None:
-        self.core = TokenCore(
-            num_envs,
-            model=model,
-            tokenizer=tokenizer,
-            prompts=prompts,
-            reward_model=reward_model,
-            max_new_tokens=max_new_tokens,
-            stop_at_eos=stop_at_eos,
-            kl_coef=kl_coef,
-            device=device,
-            max_prompt_tokens=max_prompt_tokens,
-        )
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.core = TokenCore(_make_config(config, fields))
         self.num_envs = num_envs
         self.as_tensors = as_tensors
         self.device = self.core.device
@@ -370,6 +572,7 @@ class TokenVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._rngs: list[np.random.Generator] = []
+        self._state: TokenState | None = None
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
         """Start every episode; ``seed=s`` seeds episode i's RNG with s + i, as gymnasium's vector envs do."""
@@ -377,58 +580,67 @@ class TokenVectorEnv(VectorEnv):
         if seed is not None or not self._rngs:
             seeds = [None] * self.num_envs if seed is None else [seed + i for i in range(self.num_envs)]
             self._rngs = [seeding.np_random(row_seed)[0] for row_seed in seeds]
-        rows = np.arange(self.num_envs)
-        self.core.start(rows, self._draw_prompts(rows))
-        prompts = np.array([self.core.prompts[i] for i in self.core.prompt_index], dtype=object)
-        return self._output(self.core.observation()), {
+        self._state = self.core.reset(self.num_envs, self._rngs)
+        prompts = np.array([self.core.prompts[i] for i in self._state.prompt_index], dtype=object)
+        return self._output(self.core.observe(self._state)), {
             "prompt": prompts,
             "_prompt": np.ones(self.num_envs, bool),
         }
 
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict]:
-        if not self._rngs:
+        if self._state is None:
             raise RuntimeError("call reset() before step()")
-        result = self.core.step(self._action_tensor(actions))
+        state, reward, terminated, result = self.core.step(self._state, self._action_tensor(actions))
         info: dict[str, Any] = {
             "ref_logprob": self._output(result["ref_logprob"]),
             "_ref_logprob": np.ones(self.num_envs, bool),
         }
         done_rows = result["done_rows"]
         if len(done_rows):
-            done = np.zeros(self.num_envs, bool)
-            done[done_rows] = True
-            info["final_obs"] = self._output(self.core.observation())
+            done = result["done"]
+            info["final_obs"] = self._output(self.core.observe(state))
             info["_final_obs"] = done
-            info["final_info"] = self._final_info(result, done)
+            info["final_info"] = self._final_info(state, result)
             info["_final_info"] = done
-            self.core.start(done_rows, self._draw_prompts(done_rows))
+            state = self.core.restart(state, done, self._rngs)
             prompts = np.full(self.num_envs, None, dtype=object)
-            prompts[done_rows] = [self.core.prompts[i] for i in self.core.prompt_index[done_rows]]
+            prompts[done_rows] = [self.core.prompts[i] for i in state.prompt_index[done_rows]]
             info["prompt"], info["_prompt"] = prompts, done
+        self._state = state
         return (
-            self._output(self.core.observation()),
-            self._output(result["reward"]),
-            self._output(result["terminated"]),
+            self._output(self.core.observe(state)),
+            self._output(reward),
+            self._output(terminated),
             self._output(result["truncated"]),
             info,
         )
 
-    def _final_info(self, result: dict[str, Any], done: np.ndarray) -> dict[str, Any]:
-        rows = result["done_rows"]
+    def state_dict(self) -> dict[str, Any]:
+        """The episodes in progress (KV cache included) and every random state: loading it into a
+        like env continues this one exactly."""
+        if self._state is None:
+            raise RuntimeError("call reset() before state_dict(): no episode is in progress")
+        return _face_state(self, self._state) | {"rngs": [numpy_rng_state(rng) for rng in self._rngs]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state_dict()`` of an env with the same model, prompts, ``num_envs`` and
+        kind of device; raises ``ValueError`` otherwise."""
+        self._state = _load_face_state(self, state, self.num_envs)
+        self._rngs = [numpy_rng_from_state(rng) for rng in state["rngs"]]
+
+    def _final_info(self, state: TokenState, result: dict[str, Any]) -> dict[str, Any]:
+        rows, done = result["done_rows"], result["done"]
         prompts = np.full(self.num_envs, None, dtype=object)
         completions = np.full(self.num_envs, None, dtype=object)
         prompts[rows], completions[rows] = result["prompts"], result["completions"]
         scores = torch.zeros(self.num_envs, device=self.device)
         scores[torch.as_tensor(rows, device=self.device)] = result["scores"]
         prompt_length = np.zeros(self.num_envs, dtype=np.int64)
-        prompt_length[rows] = self.core.prompt_lengths.cpu().numpy()[self.core.prompt_index[rows]]
-        response_length = np.where(done, self.core.response_length, 0)
+        prompt_length[rows] = state.prompt_length[rows]
+        response_length = np.where(done, state.response_length, 0)
         info = {"prompt": prompts, "completion": completions, "score": self._output(scores)}
         info |= {"prompt_length": prompt_length, "response_length": response_length}
         return info | {f"_{key}": done for key in list(info)}
-
-    def _draw_prompts(self, rows: np.ndarray) -> np.ndarray:
-        return np.array([self._rngs[row].integers(len(self.core.prompts)) for row in rows], dtype=np.int64)
 
     def _action_tensor(self, actions: Any) -> torch.Tensor:
         if isinstance(actions, torch.Tensor):
@@ -452,7 +664,7 @@ class TokenVectorEnv(VectorEnv):
         return value.cpu().numpy()
 
 
-class TokenEnv(gym.Env):
+class TokenEnv(_TokenFace, gym.Env):
     """LLM decoding as an MDP: the state is prompt + continuation, the action is the next token.
 
     ## Description
@@ -495,22 +707,28 @@ class TokenEnv(gym.Env):
     ``score``, ``prompt_length`` and ``response_length``; every step's info holds ``ref_logprob``.
 
     ## Arguments
-        model: the frozen reference policy π_pt: ``"embedded"`` (the default LM shipped with the
-            package), a Hugging Face causal-LM id or local folder, or a loaded ``PreTrainedModel``.
-        tokenizer: its tokenizer (object, id or path); ``None`` loads the model's own. A tokenizer
-            whose vocabulary does not fit the model raises ``ValueError``.
-        prompts: a list of strings, a text file (one prompt a line), a JSONL file (a ``prompt``
-            field a line) or a ``datasets.Dataset`` with a ``prompt`` column; ``None`` uses the
-            embedded LM's held-out prompts. Each episode draws one with the env's RNG.
-        reward_model: a callable ``(prompts, completions) -> Tensor[B]``, a sequence-classification
-            model (id, path or object) with ``num_labels=1``, or ``None`` for the embedded reward model.
-        max_new_tokens: N, the most tokens an episode generates before it is truncated.
-        stop_at_eos: end the episode (terminated) when the action is the EOS token.
-        kl_coef: β; each step's reward adds β · log π_pt(action | state) (see Rewards).
-        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``...
-        max_prompt_tokens: the longest prompt in tokens; ``None`` takes the longest given prompt.
-            ``context_len = max_prompt_tokens + max_new_tokens`` must fit the model's context.
+        config: a :class:`TokenEnvConfig` (model, tokenizer, prompts, reward model, N =
+            ``max_new_tokens``, ``stop_at_eos``, β = ``kl_coef``, ``device``, ``max_prompt_tokens``);
+            ``None`` takes the defaults.
         render_mode: ``"ansi"`` returns prompt + continuation as text.
+        **fields: any field of :class:`TokenEnvConfig`, replacing the one in ``config``:
+            ``gym.make("rlhf_envs/TokenEnv-v0", max_new_tokens=16, reward_model=my_model)``.
+
+    ## Example
+    >>> import gymnasium as gym
+    >>> import rlhf_envs
+    >>> env = gym.make("rlhf_envs/TokenEnv-v0", max_new_tokens=8, device="cpu")
+    >>> obs, info = env.reset(seed=0)
+    >>> sorted(obs)
+    ['attention_mask', 'input_ids']
+    >>> for n in range(8):
+    ...     obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    ...     if terminated or truncated:
+    ...         break
+    >>> sorted(k for k in info if k != "ref_logprob")  # the last step tells what the episode was
+    ['completion', 'prompt', 'prompt_length', 'response_length', 'score']
+    >>> reward == info["score"]  # kl_coef=0: the reward model's score, on the last step only
+    True
 
     ## Version History
     * v0: initial version.
@@ -519,45 +737,24 @@ class TokenEnv(gym.Env):
     metadata: dict[str, Any] = {"render_modes": ["ansi"]}
 
     def __init__(
-        self,
-        model: str | Path | PreTrainedModel = "embedded",
-        tokenizer: str | Path | PreTrainedTokenizerBase | None = None,
-        prompts: Any = None,
-        reward_model: RewardModelSpec = None,
-        max_new_tokens: int = 48,
-        stop_at_eos: bool = True,
-        kl_coef: float = 0.0,
-        device: str | torch.device = "auto",
-        max_prompt_tokens: int | None = None,
-        render_mode: str | None = None,
+        self, config: TokenEnvConfig | None = None, render_mode: str | None = None, **fields: Any
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
                 f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}"
             )
-        self.core = TokenCore(
-            1,
-            model=model,
-            tokenizer=tokenizer,
-            prompts=prompts,
-            reward_model=reward_model,
-            max_new_tokens=max_new_tokens,
-            stop_at_eos=stop_at_eos,
-            kl_coef=kl_coef,
-            device=device,
-            max_prompt_tokens=max_prompt_tokens,
-        )
+        self.core = TokenCore(_make_config(config, fields))
         self.render_mode = render_mode
         self.observation_space = self.core.observation_space
         self.action_space = self.core.action_space
+        self._state: TokenState | None = None
         self._running = False
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
         super().reset(seed=seed)
-        index = np.array([self.np_random.integers(len(self.core.prompts))], dtype=np.int64)
-        self.core.start(np.zeros(1, dtype=np.int64), index)
+        self._state = self.core.reset(1, [self.np_random])
         self._running = True
-        return self._observation(), {"prompt": self.core.prompts[int(index[0])]}
+        return self._observation(), {"prompt": self.core.prompts[int(self._state.prompt_index[0])]}
 
     def step(self, action: Any) -> tuple[dict, float, bool, bool, dict]:
         if not self._running:
@@ -565,8 +762,9 @@ class TokenEnv(gym.Env):
         array = np.asarray(action)
         if array.shape != () or not np.issubdtype(array.dtype, np.integer):
             raise ValueError(f"action must be one integer token id, got {action!r}")
-        result = self.core.step(torch.as_tensor(array.reshape(1), device=self.core.device))
-        terminated, truncated = bool(result["terminated"][0]), bool(result["truncated"][0])
+        action_tensor = torch.as_tensor(array.reshape(1), device=self.core.device)
+        self._state, reward, terminated_tensor, result = self.core.step(self._state, action_tensor)
+        terminated, truncated = bool(terminated_tensor[0]), bool(result["truncated"][0])
         info: dict[str, Any] = {"ref_logprob": float(result["ref_logprob"][0])}
         if terminated or truncated:
             self._running = False
@@ -574,16 +772,50 @@ class TokenEnv(gym.Env):
                 "prompt": result["prompts"][0],
                 "completion": result["completions"][0],
                 "score": float(result["scores"][0]),
-                "prompt_length": int(self.core.prompt_lengths[self.core.prompt_index[0]]),
-                "response_length": int(self.core.response_length[0]),
+                "prompt_length": int(self._state.prompt_length[0]),
+                "response_length": int(self._state.response_length[0]),
             }
-        return self._observation(), float(result["reward"][0]), terminated, truncated, info
+        return self._observation(), float(reward[0]), terminated, truncated, info
 
     def render(self) -> str | None:
-        if self.render_mode != "ansi":
+        if self.render_mode != "ansi" or self._state is None:
             return None
-        prompts, completions = self.core.texts(np.zeros(1, dtype=np.int64))
+        prompts, completions = self.core.texts(self._state, np.zeros(1, dtype=np.int64))
         return prompts[0] + completions[0]
 
+    def state_dict(self) -> dict[str, Any]:
+        """The episode in progress (KV cache included) and the random state: loading it into a
+        like env continues this one exactly."""
+        if self._state is None:
+            raise RuntimeError("call reset() before state_dict(): no episode is in progress")
+        return _face_state(self, self._state) | {"running": self._running}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state_dict()`` of an env with the same model and prompts, on the same
+        kind of device; raises ``ValueError`` otherwise."""
+        self._state = _load_face_state(self, state, 1)
+        self._running = state["running"]
+
     def _observation(self) -> dict[str, np.ndarray]:
-        return {key: value[0].cpu().numpy() for key, value in self.core.observation().items()}
+        return {key: value[0].cpu().numpy() for key, value in self.core.observe(self._state).items()}
+
+
+def _face_state(face: TokenEnv | TokenVectorEnv, state: TokenState) -> dict[str, Any]:
+    return {
+        "core": type(face.core).__name__,
+        "num_envs": getattr(face, "num_envs", 1),
+        "device_type": face.core.device.type,
+        "context_len": face.core.context_len,
+        "num_prompts": len(face.core.prompts),
+        "state": state.state_dict(),
+        "np_random": numpy_rng_state(face._np_random),
+    }
+
+
+def _load_face_state(face: TokenEnv | TokenVectorEnv, state: dict[str, Any], num_envs: int) -> TokenState:
+    check_face_state(face, state, face.core, num_envs)
+    for key, value in (("context_len", face.core.context_len), ("num_prompts", len(face.core.prompts))):
+        if state[key] != value:
+            raise ValueError(f"the state was saved with {key}={state[key]}, this env has {value}")
+    face._np_random = numpy_rng_from_state(state["np_random"])
+    return TokenState.from_state(state["state"], face.core.device)
