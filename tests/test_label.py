@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import threading
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from rlhf_envs.label import LabelConflict, LabelSession, UnknownPair, create_app
+from rlhf_envs.label import LabelConflict, LabelSession, UnknownPair, WebLabeler, create_app
 from rlhf_envs.label.command import serve
 from rlhf_envs.preferences import PreferenceStore, Segment
 from rlhf_envs.preferences.text import TextPreferenceStore
@@ -340,3 +342,66 @@ def test_the_page_and_its_config(tmp_path, clock):
         assert app.get("/static/app.js").status_code == 200
         assert app.get("/api/next", params={"labeler": "x" * 65}).status_code == 422
     assert json.loads(session.journal.path.read_text().splitlines()[0])["kind"] == "text"
+
+
+def answer_all(session: LabelSession, labeler: str, choice: str) -> None:
+    """A person who answers every waiting pair with ``choice``."""
+    while (pair := session.next_pair(labeler)) is not None:
+        session.answer(labeler, pair.pair_id, choice)
+
+
+def test_web_labeler_sync_waits_for_every_label_handed_over(tmp_path, clock):
+    session = LabelSession(PreferenceStore(tmp_path / "prefs.jsonl"), undo_seconds=0)
+    labeler = WebLabeler(session, "sync", serve=False, timeout=60)
+    pairs = [(segment(2 * i), segment(2 * i + 1)) for i in range(3)]
+    labeler.submit(pairs, meta={"round": 0})
+    person = threading.Thread(target=answer_all, args=(session, "ann", "right"))
+    person.start()
+    comparisons = labeler.collect()
+    person.join()
+    assert [c.label for c in comparisons] == [0.0, 0.0, 0.0]
+    assert all(c.meta["round"] == 0 and c.meta["labeler"] == "ann" for c in comparisons)
+    np.testing.assert_array_equal(comparisons[2].segment_b.obs, pairs[2][1].obs)
+    assert labeler.collect() == []  # each label is collected once
+
+
+def test_web_labeler_async_takes_the_labels_so_far(tmp_path, clock):
+    session = text_session(tmp_path, clock, pairs=0, undo_seconds=0)
+    labeler = WebLabeler(session, "async", serve=False)
+    ids = labeler.submit_texts(["p0", "p1"], ["a0", "a1"], ["b0", "b1"])
+    assert labeler.collect() == []
+    session.answer("ann", session.next_pair("ann").pair_id, "right")
+    (row,) = labeler.collect()
+    assert (row["prompt"], row["chosen"], row["meta"]["pair_id"]) == ("p0", "b0", ids[0])
+    assert session.pending == [ids[1]]
+    with pytest.raises(ValueError, match="2 prompts, 1 and 2"):
+        labeler.submit_texts(["p", "q"], ["a"], ["b", "c"])
+
+
+def test_web_labeler_sync_gives_up_after_its_timeout(tmp_path, clock):
+    labeler = WebLabeler(text_session(tmp_path, clock, pairs=1), "sync", serve=False, timeout=0.2)
+    with pytest.raises(TimeoutError, match="1 pairs still wait"):
+        labeler.collect()
+
+
+def test_web_labeler_serves_the_page_and_pairs_survive_a_restart(tmp_path):
+    store_path = tmp_path / "prefs.jsonl"
+    printed: list[str] = []
+    with WebLabeler(
+        LabelSession(TextPreferenceStore(store_path)), "async", port=0, print_fn=printed.append
+    ) as first:
+        first.submit_texts(["p0", "p1"], ["a0", "a1"], ["b0", "b1"])
+        assert first.url.startswith("http://127.0.0.1:") and printed == [f"Label at {first.url}"]
+        with httpx.Client(base_url=first.url) as http:
+            pair = http.get("/api/next", params={"labeler": "ann"}).json()["pair"]
+            label = {"pair_id": pair["pair_id"], "choice": "left", "labeler": "ann"}
+            assert http.post("/api/labels", json=label).status_code == 201
+    # The app's shutdown made the answer final; the unlabelled pair waits in the queue for the next run.
+    assert len(TextPreferenceStore(store_path)) == 1
+    session = LabelSession(TextPreferenceStore(store_path), undo_seconds=0)
+    second = WebLabeler(session, "sync", serve=False, timeout=60)
+    assert [session.pair(pair_id).prompt for pair_id in session.pending] == ["p1"]
+    answer_all(session, "bob", "left")
+    assert [row["prompt"] for row in second.collect()] == ["p1"]
+    with pytest.raises(ValueError, match="mode"):
+        WebLabeler(session, "later", serve=False)

@@ -26,7 +26,16 @@ from rlhf_envs.label.session import LabelSession, check_labeler_name
 from rlhf_envs.preferences import PreferenceStore, collect_segments, uniform_pairs
 from rlhf_envs.preferences.text import TextPreferenceStore
 
-__all__ = ["LOOPBACK", "add_arguments", "queue_env_pairs", "queue_text_pairs", "run", "serve"]
+__all__ = [
+    "LOOPBACK",
+    "access",
+    "add_arguments",
+    "address",
+    "queue_env_pairs",
+    "queue_text_pairs",
+    "run",
+    "serve",
+]
 
 #: Addresses only this machine reaches: no token is needed there.
 LOOPBACK = ("127.0.0.1", "localhost")
@@ -34,6 +43,24 @@ INSTRUCTIONS = {
     "control": "Which clip shows the better behaviour? Watch both loops, then choose.",
     "text": "Which continuation of the prompt is better?",
 }
+
+
+def access(host: str, token: str | None) -> tuple[str | None, list[str] | None]:
+    """The access token and the accepted ``Host`` names for serving on ``host``.
+
+    127.0.0.1 / localhost need no token, and then only those names may reach the app (a page from
+    elsewhere cannot rebind its DNS name to 127.0.0.1); any other address needs a token, generated
+    when not given.
+    """
+    if host not in LOOPBACK and not token:
+        token = secrets.token_urlsafe(24)
+    return token, list(LOOPBACK) if host in LOOPBACK and token is None else None
+
+
+def address(host: str, port: int, token: str | None) -> str:
+    """The page's address, with the token when there is one."""
+    shown = socket.getfqdn() if host in ("0.0.0.0", "::") else host
+    return f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
 
 
 def serve(
@@ -50,13 +77,9 @@ def serve(
     Any ``host`` but 127.0.0.1 / localhost needs an access token: one is generated when not given;
     the address printed carries it.
     """
-    if host not in LOOPBACK and not token:
-        token = secrets.token_urlsafe(24)
-    # On the loopback address without a token, only the loopback names may reach the app (DNS rebinding).
-    allowed_hosts = list(LOOPBACK) if host in LOOPBACK and token is None else None
+    token, allowed_hosts = access(host, token)
     app = create_app(session, token=token, allowed_hosts=allowed_hosts, **app_options)
-    shown = socket.getfqdn() if host in ("0.0.0.0", "::") else host
-    print_fn(f"Label at http://{shown}:{port}/" + (f"?token={token}" if token else ""))
+    print_fn(f"Label at {address(host, port, token)}")
     print_fn(f"Labels go to {session.store.path}; pairs waiting: {len(session.pending)}. Ctrl-C stops.")
     # uvicorn shuts down gracefully on Ctrl-C, then re-raises it: a stop, not an error to trace back.
     with contextlib.suppress(KeyboardInterrupt):

@@ -423,6 +423,12 @@ class LabelSession:
         with self._lock:
             return list(self._open)
 
+    @property
+    def settled(self) -> bool:
+        """Every pair has its answers and every answer is final (in the store unless a skip or text tie)."""
+        with self._lock:
+            return not self._open and not self._held
+
     def __len__(self) -> int:
         return len(self._pairs)
 
