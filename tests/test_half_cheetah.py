@@ -140,7 +140,21 @@ def test_reward_model_plugs_in_and_true_reward_is_kept() -> None:
         assert reward == pytest.approx(model(obs, action, next_obs))
         assert info["true_reward"] == true_reward == info["lecture_reward"]
         obs = next_obs
-    assert isinstance(LearnedReward(HalfCheetah(reward="forward"), model), gym.Wrapper)
+
+
+def test_learned_reward_composes_with_any_named_reward() -> None:
+    """``LearnedReward(HalfCheetah(reward="forward"), model)``: the model's reward, the forward one kept."""
+
+    def model(obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray) -> float:
+        return float(next_obs[0]) - 2.0
+
+    env = LearnedReward(HalfCheetah(reward="forward"), model)
+    env.reset(seed=2)
+    for action in np.random.default_rng(2).uniform(-1, 1, size=(10, 6)).astype(np.float32):
+        next_obs, reward, terminated, _, info = env.step(action)
+        assert reward == pytest.approx(float(next_obs[0]) - 2.0)
+        assert info["true_reward"] == info["forward_reward"] != reward
+        assert not terminated
 
 
 def test_bad_arguments_name_the_problem() -> None:

@@ -11,7 +11,7 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 
 import rlhf_envs
-from rlhf_envs.rewards import ControlRewardModel, LearnedReward, VectorLearnedReward
+from rlhf_envs.rewards import LearnedReward, VectorLearnedReward
 
 
 class CountingModel:
@@ -37,7 +37,30 @@ def test_single_env_reward_replaced_and_true_reward_kept() -> None:
         if terminated:
             break
     assert rlhf_envs.LearnedReward is LearnedReward
-    assert isinstance(model, ControlRewardModel)
+
+
+def test_a_torch_module_plugs_in_and_is_called_without_gradients() -> None:
+    class LinearReward(torch.nn.Module):
+        """r(obs, action, next_obs) = w · next_obs + b; records whether autograd was on when called."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 1)
+            self.grad_enabled: list[bool] = []
+
+        def forward(self, obs: Any, action: Any, next_obs: Any) -> torch.Tensor:
+            self.grad_enabled.append(torch.is_grad_enabled())
+            return self.layer(torch.as_tensor(next_obs, dtype=torch.float32)).squeeze(-1)
+
+    model = LinearReward()
+    env = LearnedReward(gym.make("CartPole-v1"), model)
+    env.reset(seed=0)
+    for action in (0, 1, 1):
+        next_obs, reward, _, _, _ = env.step(action)
+        with torch.no_grad():
+            expected = model.layer(torch.as_tensor(next_obs, dtype=torch.float32))
+        assert isinstance(reward, float) and reward == pytest.approx(float(expected))
+    assert model.grad_enabled == [False, False, False]  # one call per step, never building a graph
 
 
 @pytest.mark.parametrize(

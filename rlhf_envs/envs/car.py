@@ -319,9 +319,19 @@ class CarDriving(CoreEnv):
       L the lead car, X a crash, | the destination, then positions and speeds), or None.
     - `device`: where the batched core runs (CPU by default for the single env).
 
-    ```python
-    env = gym.make("rlhf_envs/CarDriving-v0", continuous=True, reward="speed")
-    ```
+    ## Example
+    >>> import gymnasium as gym
+    >>> import rlhf_envs
+    >>> env = gym.make("rlhf_envs/CarDriving-v0")
+    >>> obs, info = env.reset(seed=0)
+    >>> obs.shape  # ego position, ego speed, gap, lead speed
+    (4,)
+    >>> obs, reward, terminated, truncated, info = env.step(2)  # accelerate
+    >>> sorted(info)
+    ['arrived', 'collided', 'lecture_reward']
+    >>> env = gym.make("rlhf_envs/CarDriving-v0", continuous=True, reward="speed")
+    >>> env.action_space
+    Box(-3.0, 2.0, (1,), float32)
 
     ## Version history
     - v0: first version.
@@ -341,6 +351,19 @@ class CarDrivingVectorEnv(CoreVectorEnv):
 
     Takes the same keyword arguments as :class:`CarDriving` (the fields of
     :class:`CarDrivingConfig`), ``device="auto"`` and ``as_tensors``.
+
+    >>> import gymnasium as gym
+    >>> import torch
+    >>> import rlhf_envs
+    >>> envs = gym.make_vec(
+    ...     "rlhf_envs/CarDriving-v0", num_envs=256, vectorization_mode="vector_entry_point", as_tensors=True
+    ... )
+    >>> obs, info = envs.reset(seed=0)
+    >>> obs.shape, obs.device == envs.device  # tensors stay on the device (CUDA when present)
+    (torch.Size([256, 4]), True)
+    >>> obs, rewards, terminated, truncated, info = envs.step(torch.full((256,), 1, device=envs.device))
+    >>> rewards.dtype
+    torch.float32
     """
 
     metadata = {**CoreVectorEnv.metadata, "render_modes": ["ansi", "rgb_array"], "render_fps": 4}

@@ -87,6 +87,20 @@ class HalfCheetah(HalfCheetahEnv):
       ``ctrl_cost_weight``, ``reset_noise_scale``, ``frame_skip``, ...). ``render_mode="rgb_array"`` returns
       ``(height, width, 3)`` uint8 images (480 x 480 by default), headless via EGL when there is no display.
 
+    ## Example
+    >>> import gymnasium as gym
+    >>> import rlhf_envs
+    >>> env = gym.make("rlhf_envs/HalfCheetah-v0", horizon=100)
+    >>> obs, info = env.reset(seed=0)
+    >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    >>> reward == (1.0 if info["upright"] else 0.0)  # not out of the frame yet: the upright bonus
+    True
+    >>> env = gym.make("rlhf_envs/HalfCheetah-v0", reward=lambda obs, action, next_obs: next_obs[8])
+    >>> obs, info = env.reset(seed=0)
+    >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    >>> bool(reward == obs[8]), "true_reward" in info  # the model's reward; the lecture's kept in info
+    (True, True)
+
     ## Version History
     - v0: initial version, on ``HalfCheetah-v5``.
     """

@@ -172,6 +172,21 @@ class TabularMDP(CoreEnv):
     Bad tables raise a ValueError naming the problem (rows not summing to 1, negative entries,
     mismatched shapes, γ outside [0, 1)).
 
+    ## Example
+    >>> import gymnasium as gym
+    >>> import rlhf_envs
+    >>> from rlhf_envs.envs.tabular import value_iteration
+    >>> env = gym.make("rlhf_envs/TabularMDP-v0")
+    >>> obs, info = env.reset(seed=0)
+    >>> obs
+    0
+    >>> obs, reward, terminated, truncated, info = env.step(2)  # sprint in state 0: 0.5 now, stay home
+    >>> obs, reward
+    (0, 0.5)
+    >>> q_star, policy = value_iteration(env.unwrapped.P, env.unwrapped.R, env.unwrapped.gamma)
+    >>> policy.tolist()  # the optimal policy advances everywhere
+    [1, 1, 1, 1]
+
     ## Version history
     - v0: first version.
     """
@@ -194,7 +209,21 @@ class TabularMDP(CoreEnv):
 
 
 class TabularMDPVectorEnv(CoreVectorEnv):
-    """``num_envs`` episodes of :class:`TabularMDP` on one device; see :class:`CoreVectorEnv`."""
+    """``num_envs`` episodes of :class:`TabularMDP` on one device; see :class:`CoreVectorEnv`.
+
+    Takes the arguments of :class:`TabularMDP`, ``device="auto"`` and ``as_tensors``.
+
+    >>> import gymnasium as gym
+    >>> import numpy as np
+    >>> import rlhf_envs
+    >>> envs = gym.make_vec("rlhf_envs/TabularMDP-v0", num_envs=1024, vectorization_mode="vector_entry_point")
+    >>> obs, info = envs.reset(seed=0)
+    >>> obs.shape
+    (1024,)
+    >>> obs, rewards, terminated, truncated, info = envs.step(np.ones(1024, dtype=np.int64))
+    >>> float(rewards.sum())  # advancing pays nothing before the goal
+    0.0
+    """
 
     metadata = {**CoreVectorEnv.metadata, "render_modes": ["ansi"]}
 

@@ -2,11 +2,13 @@
 
 These are structural types (``typing.Protocol``): any object with a matching ``__call__`` qualifies,
 whether it is a plain function, a ``torch.nn.Module`` or an ensemble, without inheriting from anything.
+They are for type checkers only: at run time nothing but ``callable`` can be checked, and the
+wrappers check that.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -15,7 +17,6 @@ import torch
 RewardLike = float | int | np.ndarray | np.number | torch.Tensor
 
 
-@runtime_checkable
 class ControlRewardModel(Protocol):
     """A per-step reward ``r(obs, action, next_obs)`` for control environments.
 
