@@ -12,6 +12,7 @@ import torch
 from datasets import Dataset
 from tiny_lm import tiny_lm, tiny_tokenizer
 
+from rlhf_envs.lm.reward_model import HFRewardModel
 from rlhf_envs.preferences.reward_trainer import RewardModelTrainer, RewardTrainerConfig
 from rlhf_envs.preferences.store import PreferenceFileError
 from rlhf_envs.preferences.text import TextPreferenceStore, load_text_preferences
@@ -23,7 +24,6 @@ from rlhf_envs.preferences.text_labelers import (
 )
 from rlhf_envs.preferences.tldr import format_tldr_prompt, load_tldr
 from rlhf_envs.rewards.bradley_terry import preference_probability
-from rlhf_envs.rewards.text import HFRewardModel
 
 DATA = Path(__file__).parent / "data"
 
