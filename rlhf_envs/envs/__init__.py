@@ -1,1 +1,3 @@
-"""One file per environment; see each module's docstring for its MDP."""
+"""The environments (layer 2: imports lm only): one file per environment, each a batched core behind
+a single and a vector face (:mod:`~rlhf_envs.envs.batched` holds the contract); see each module's
+docstring for its MDP."""
