@@ -1,11 +1,12 @@
-"""What PPO and DQN share: env and device setup, the learn-call bookkeeping, checkpoints that resume exactly.
+"""What every agent shares: env and device setup, the learn-call bookkeeping, checkpoints that resume exactly.
 
 A checkpoint is taken between iterations and holds everything the next iteration reads: the
-networks, optimizer, normalizers, the torch RNG, the observation the agent acts on next, the
-episodes in progress and, for our batched cores, the env's own state and generator. Resuming
-from it on the CPU therefore repeats the uninterrupted run bit for bit. Envs stepped on the host
-(gymnasium's, MuJoCo's) cannot be snapshotted in general: after a load they restart their
-episodes from a reset seeded by the step count, so such a resume is reproducible but not identical.
+networks, optimizer, normalizers, the KL controller's β, the torch RNG, the observation the agent
+acts on next, the episodes in progress and, for our envs (the batched cores and the TokenEnv), the
+env's own ``state_dict()``. Resuming from it on the CPU therefore repeats the uninterrupted run bit
+for bit. Envs stepped on the host (gymnasium's, MuJoCo's) cannot be snapshotted in general: after a
+load they restart their episodes from a reset seeded by the step count, so such a resume is
+reproducible but not identical.
 """
 
 from __future__ import annotations
@@ -21,9 +22,8 @@ from gymnasium.vector import VectorEnv
 
 from agents.checkpoint import load_checkpoint, save_atomic
 from agents.logger import EpisodeTracker, Logger
-from agents.vector import env_gamma, make_tensor_vector_env
+from agents.vector import ResumableEnv, env_gamma, make_tensor_vector_env
 from rlhf_envs.device import resolve_device
-from rlhf_envs.envs.batched import CoreVectorEnv
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -122,16 +122,9 @@ class BaseAlgorithm:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write all it takes to predict, or to continue training exactly, atomically to ``path``."""
-        env_state = None
-        core_env = None if self.env is None else self.env.unwrapped
-        if isinstance(core_env, CoreVectorEnv) and core_env._state is not None:
-            env_state = {
-                "num_envs": core_env.num_envs,
-                "device_type": self.device.type,
-                "state": core_env._state,
-                "elapsed": core_env._elapsed,
-                "generator": core_env._generator.get_state(),
-            }
+        env = None if self.env is None else self.env.unwrapped
+        started = self._last_obs is not None  # the env has been reset: there are episodes to save
+        env_state = env.state_dict() if started and isinstance(env, ResumableEnv) else None
         state = {
             "algorithm": type(self).__name__,
             # Field by field, not dataclasses.asdict: schedules must stay LinearSchedule objects.
@@ -174,20 +167,15 @@ class BaseAlgorithm:
             agent.gamma = state["gamma"]
         agent.num_timesteps = state["num_timesteps"]
         agent._target_timesteps = state["target_timesteps"]
-        saved_env = state["env"]
-        core_env = None if agent.env is None else agent.env.unwrapped
-        if (
-            isinstance(core_env, CoreVectorEnv)
-            and saved_env is not None
-            and saved_env["num_envs"] == core_env.num_envs
-            and saved_env["device_type"] == agent.device.type
-        ):
-            # The same batched core in the same place: continue its episodes where they were.
-            core_env._state = saved_env["state"].to(agent.device)
-            core_env._elapsed = saved_env["elapsed"].to(agent.device)
-            core_env._generator.set_state(saved_env["generator"])
-            agent._last_obs = state["last_obs"].to(agent.device)
-            agent.tracker.load_state_dict(state["tracker"])
+        env = None if agent.env is None else agent.env.unwrapped
+        if state["env"] is not None and isinstance(env, ResumableEnv):
+            try:
+                env.load_state_dict(state["env"])
+            except ValueError:
+                pass  # another episode count or device: the episodes restart from a seeded reset
+            else:  # continue the episodes where they were
+                agent._last_obs = state["last_obs"].to(agent.device)
+                agent.tracker.load_state_dict(state["tracker"])
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] is not None and agent.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], agent.device)

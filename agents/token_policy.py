@@ -110,27 +110,9 @@ def token_vector_env(
     env = getattr(env, "unwrapped", env)
     if not isinstance(env, TokenEnv | TokenVectorEnv):
         raise TypeError(f"expected a TokenEnv id, a TokenEnv or a TokenVectorEnv, got {type(env).__name__}")
-    core = env.core
-    if core.device != device:
-        raise ValueError(f"the env runs on {core.device} but the agent on {device}: build it with device=")
-    if isinstance(env, TokenVectorEnv):
-        env.as_tensors = True
-        return PackedTokenObservations(env)
-    return PackedTokenObservations(
-        TokenVectorEnv(
-            num_envs,
-            model=core.model,
-            tokenizer=core.tokenizer,
-            prompts=core.prompts,
-            reward_model=core.reward_model,
-            max_new_tokens=core.max_new_tokens,
-            stop_at_eos=core.stop_at_eos,
-            kl_coef=core.kl_coef,
-            device=device,
-            max_prompt_tokens=core.max_prompt_tokens,
-            as_tensors=True,
-        )
-    )
+    # A new vector face over the same model and prompts: the caller's env is left as it is.
+    count = num_envs if isinstance(env, TokenEnv) else None
+    return PackedTokenObservations(env.to_vector(count, device=device, as_tensors=True))
 
 
 def pack_observation(obs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -157,7 +139,7 @@ class TokenActorCritic(nn.Module):
     mode): the ratio π_θ / π_old must compare one deterministic function with itself.
 
     Args:
-        model: the reference LM to copy (the env's ``core.model``); it is left untouched.
+        model: the reference LM to copy (the env's ``reference_model``); it is left untouched.
         tokenizer: saved beside the model by :meth:`save_pretrained`.
         copy_model: copy ``model`` (True) or train it in place (False, for an already private copy).
     """

@@ -80,7 +80,7 @@ class TokenPPO(PPO):
 
     def _make_env(self, env: Any) -> PackedTokenObservations:
         env = token_vector_env(env, self.config.num_envs, self.device)
-        if self.config.kl_coef is not None and env.unwrapped.core.kl_coef:
+        if self.config.kl_coef is not None and env.unwrapped.kl_coef:
             raise ValueError(
                 "the env already adds β·log π_pt to its rewards (its kl_coef > 0): build it with "
                 "kl_coef=0 for PPO's KL penalty, or pass kl_coef=None to PPO"
@@ -89,7 +89,7 @@ class TokenPPO(PPO):
 
     def _default_policy(self) -> TokenActorCritic:
         token_env = self.env.unwrapped
-        return TokenActorCritic(token_env.core.model, token_env.core.tokenizer)
+        return TokenActorCritic(token_env.reference_model, token_env.tokenizer)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """The fine-tuned LM as a Hugging Face model folder, with its tokenizer and value head."""

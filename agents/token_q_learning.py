@@ -118,10 +118,10 @@ class TokenQLearning(BaseAlgorithm):
             raise ValueError("the Q-head is a copy of the env's reference LM: pass the env")
         super().__init__(env, device, seed, config, spaces)
         token_env = self.env.unwrapped
-        self.beta = token_env.core.kl_coef
+        self.beta = token_env.kl_coef
         if self.beta <= 0:
             raise ValueError("the env's kl_coef is soft Q-learning's temperature β and must be > 0")
-        self.q_net = TokenActorCritic(token_env.core.model, token_env.core.tokenizer)
+        self.q_net = TokenActorCritic(token_env.reference_model, token_env.tokenizer)
         nn.init.zeros_(self.q_net.value_head.weight)  # V = 0: Q starts as the zero-reward soft Q-function
         self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=self.config.learning_rate)

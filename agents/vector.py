@@ -9,7 +9,7 @@ the last observation of the episodes that just ended, where ``info["_final_obs"]
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
@@ -18,6 +18,16 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv, VectorWrap
 
 from agents.token_policy import PackedTokenObservations
 from rlhf_envs.envs.batched import CoreEnv, CoreVectorEnv
+
+
+@runtime_checkable
+class ResumableEnv(Protocol):
+    """A vector env whose episodes in progress and random states can be saved and continued exactly
+    (our batched cores, the TokenEnv)."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 class TorchVectorEnv(VectorWrapper):
@@ -87,7 +97,7 @@ def make_tensor_vector_env(env: Any, num_envs: int, device: torch.device) -> Vec
         env_fns = [lambda: gym.make(spec)] * num_envs
         return TorchVectorEnv(SyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.SAME_STEP), device)
     if isinstance(env, CoreVectorEnv):
-        return CoreVectorEnv(env.core.to(device), env.num_envs, as_tensors=True)
+        return env.to_vector(device=device)
     if isinstance(env, PackedTokenObservations) and env.device == device:
         return env  # the TokenEnv as the token agents prepare it
     if isinstance(env, VectorEnv):
@@ -103,7 +113,7 @@ def make_tensor_vector_env(env: Any, num_envs: int, device: torch.device) -> Vec
         if _has_user_wrappers(env) or env.spec is None:
             env_fns = [lambda: env]
         elif isinstance(env.unwrapped, CoreEnv):
-            return CoreVectorEnv(env.unwrapped.core.to(device), num_envs, as_tensors=True)
+            return env.unwrapped.to_vector(num_envs, device=device)
         else:
             env_fns = [lambda: gym.make(env.spec)] * num_envs
         return TorchVectorEnv(SyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.SAME_STEP), device)
@@ -122,4 +132,4 @@ def env_gamma(env: VectorEnv) -> float | None:
             return inner.get_attr("gamma")[0]
         except AttributeError:
             return None
-    return getattr(inner, "gamma", getattr(getattr(inner, "core", None), "gamma", None))
+    return getattr(inner, "gamma", None)

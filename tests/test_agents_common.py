@@ -90,7 +90,7 @@ def test_dqn_logs_losses_and_epsilon(tmp_path):
         assert len(read_scalars(logdir, tag)[1]) >= 1
 
 
-@pytest.mark.parametrize("agent", ["ppo", "dqn"])
+@pytest.mark.parametrize("agent", ["ppo", "dqn", "q-learning"])
 def test_cli_trains_and_resumes_to_the_total(tmp_path, agent, capsys):
     logdir = tmp_path / agent
     args = [

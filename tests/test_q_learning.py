@@ -75,3 +75,15 @@ def test_cli_reports_q_table_beside_q_star(capsys):
     )
     out = capsys.readouterr().out
     assert "Q*" in out and "greedy policy optimal in 4/4 states" in out
+
+
+def test_resumed_run_equals_a_straight_run(tmp_path):
+    """Constant schedules, so that the interrupted run's first half trains as the straight run's."""
+    options = dict(device="cpu", seed=2, num_envs=16, learning_rate=0.1, exploration=0.3)
+    straight = QLearning("rlhf_envs/TabularMDP-v0", **options).learn(1600, progress_bar=False)
+    first = QLearning("rlhf_envs/TabularMDP-v0", **options).learn(800, progress_bar=False)
+    first.save(tmp_path / "q.pt")
+    resumed = QLearning.load(tmp_path / "q.pt", env="rlhf_envs/TabularMDP-v0", device="cpu")
+    resumed.learn(800, progress_bar=False, reset_num_timesteps=False)
+    assert resumed.num_timesteps == straight.num_timesteps == 1600
+    np.testing.assert_array_equal(resumed.q_table, straight.q_table)

@@ -68,7 +68,7 @@ def test_sampling_log_probs_match_evaluate_across_restarts(tokenizer):
     the env restarts episodes mid-rollout and after the cache is dropped for an update."""
     torch.manual_seed(0)
     env = make_env(tokenizer, num_envs=6, max_new_tokens=5, stop_at_eos=True, as_tensors=True)
-    policy = TokenActorCritic(env.core.model, tokenizer)
+    policy = TokenActorCritic(env.reference_model, tokenizer)
     obs, _ = env.reset(seed=0)
     for _round in range(2):
         observations, actions, logprobs, dones, kls = [], [], [], [], []
@@ -110,8 +110,31 @@ def test_token_env_defaults_and_user_options(tokenizer):
     assert agent.config.bootstrap_truncated is False and agent.config.whiten_rewards is True
     assert agent.kl_penalty.controller.value == 0.3 and not hasattr(agent.kl_penalty.controller, "target")
     # The reference model in the env stays frozen: the policy trains a copy.
-    assert agent.policy.model is not agent.env.unwrapped.core.model
+    assert agent.policy.model is not agent.env.unwrapped.reference_model
     with pytest.raises(ValueError, match="kl_target needs kl_coef"):
         TokenPPO(make_env(tokenizer), device="cpu", kl_coef=None)
     with pytest.raises(ValueError, match="already adds"):
         TokenPPO(make_env(tokenizer, kl_coef=0.1), device="cpu")
+
+
+def test_interrupted_and_resumed_run_equals_a_straight_run(tokenizer, tmp_path):
+    """A checkpoint mid-episode (n_steps < episode length) holds the env, the policy and β: loading it
+    and training on repeats the uninterrupted run bit for bit on the CPU."""
+    options = dict(device="cpu", seed=3, n_steps=4, batch_size=32, learning_rate=1e-2)
+    options |= dict(kl_coef=0.2, kl_target=1.0, kl_horizon=50)  # β moves after every rollout
+
+    def new_env():
+        return make_env(tokenizer, num_envs=8, max_new_tokens=6, stop_at_eos=True)
+
+    rollout = 4 * 8
+    straight = TokenPPO(new_env(), **options).learn(3 * rollout, progress_bar=False)
+    first = TokenPPO(new_env(), **options).learn(2 * rollout, progress_bar=False)
+    first.save(tmp_path / "checkpoint.pt")
+    resumed = TokenPPO.load(tmp_path / "checkpoint.pt", env=new_env(), device="cpu")
+    assert resumed.kl_penalty.controller.value == first.kl_penalty.controller.value != 0.2
+    resumed.learn(rollout, progress_bar=False, reset_num_timesteps=False)
+
+    assert resumed.num_timesteps == straight.num_timesteps == 3 * rollout
+    assert resumed.kl_penalty.history == straight.kl_penalty.history
+    for name, tensor in straight.policy.state_dict().items():
+        assert torch.equal(resumed.policy.state_dict()[name], tensor), name

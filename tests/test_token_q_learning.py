@@ -40,3 +40,19 @@ def test_bad_configuration_is_refused(tokenizer):
         TokenQLearning(make_env(tokenizer, num_envs=2), device="cpu")
     with pytest.raises(ValueError, match="td_lambda"):
         TokenQLearning(make_env(tokenizer, num_envs=2, kl_coef=0.1), device="cpu", td_lambda=1.5)
+
+
+def test_interrupted_and_resumed_run_equals_a_straight_run(tokenizer, tmp_path):
+    options = dict(device="cpu", seed=1, n_steps=4, gradient_steps=2, batch_envs=4, learning_rate=1e-2)
+
+    def new_env():
+        return make_env(tokenizer, num_envs=8, max_new_tokens=6, stop_at_eos=True, kl_coef=0.1)
+
+    straight = TokenQLearning(new_env(), **options).learn(3 * 32, progress_bar=False)
+    first = TokenQLearning(new_env(), **options).learn(2 * 32, progress_bar=False)
+    first.save(tmp_path / "checkpoint.pt")
+    resumed = TokenQLearning.load(tmp_path / "checkpoint.pt", env=new_env(), device="cpu")
+    resumed.learn(32, progress_bar=False, reset_num_timesteps=False)
+    assert resumed.history == straight.history
+    for name, tensor in straight.q_net.state_dict().items():
+        assert torch.equal(resumed.q_net.state_dict()[name], tensor), name
