@@ -72,7 +72,7 @@ class PretrainConfig:
     n_embd: int = 192
     n_layer: int = 6
     n_head: int = 6
-    steps: int = 1600
+    steps: int = 1200
     batch_size: int = 16
     learning_rate: float = 1e-3
     warmup_steps: int = 100
