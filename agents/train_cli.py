@@ -66,7 +66,12 @@ HYPERPARAMETERS: dict[tuple[str, str], dict] = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env", default="rlhf_envs/TabularMDP-v0", help="a registered env id")
-    parser.add_argument("--agent", choices=sorted(AGENTS), default="q-learning")
+    parser.add_argument(
+        "--agent",
+        choices=sorted(AGENTS),
+        default="q-learning",
+        help="on the TokenEnv: ppo is TokenPPO (PPO + KL), q-learning token-level soft Q-learning",
+    )
     parser.add_argument("--steps", type=int, default=50_000, help="env steps in total")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--seed", type=int, default=0)

@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.table import Table
 from tqdm.auto import tqdm
 
+from agents.token_ppo import TokenPPO
 from rlhf_envs.device import resolve_device
 from rlhf_envs.lm.assets import DEFAULT_PROMPTS_FILE, load_prompts
 from rlhf_envs.lm.loading import load_causal_lm
@@ -127,12 +128,7 @@ def run_demo(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(device)
-    timings: dict[str, float] = {}
-    start = time.perf_counter()
-
-    def lap(name: str) -> None:
-        timings[name] = time.perf_counter() - start - sum(timings.values())
-
+    laps = Laps()
     reference, tokenizer = load_causal_lm(model, device=device)
     all_prompts = load_prompts(DEFAULT_PROMPTS_FILE if prompts is None else prompts)
     train_prompts, eval_prompts = split_prompts(all_prompts, config.eval_prompts, seed)
@@ -147,11 +143,11 @@ def run_demo(
     if reward_model is None:
         store = TextPreferenceStore(out / "preferences.jsonl")
         label_stage(store, reference, tokenizer, train_prompts, oracle, config, human, seed, console)
-        lap("label")
+        laps.lap("label")
         rm, summary["reward_model"] = reward_model_stage(
             model, tokenizer, store, oracle, config, seed, device, out, console
         )
-        lap("reward model")
+        laps.lap("reward model")
     else:
         rm = HFRewardModel(reward_model, device=device)
         console.print(f"[1-3] using the reward model {reward_model!r}")
@@ -163,43 +159,43 @@ def run_demo(
         )
 
     before = evaluate(reference, "before")
-    lap("evaluate before")
-    recorder = RecordingRewardModel(rm, oracle)
-    agent = make_token_ppo(reference, tokenizer, train_prompts, recorder, config, device, seed)
-    # The KL penalty's history grows by one per rollout: it numbers the rollouts for the plots.
-    recorder.rollout_index = lambda: len(agent.kl_penalty.history)
-    console.print(
-        f"[4] PPO + KL: {config.iterations} iterations of {config.batch} episodes "
-        f"× {config.new_tokens} tokens"
+    laps.lap("evaluate before")
+    agent, recorder = ppo_stage(
+        reference, tokenizer, train_prompts, rm, oracle, config, device, seed, console
     )
-    agent.learn(config.iterations * config.batch * config.new_tokens)
-    lap("PPO")
+    laps.lap("PPO")
     after = evaluate(agent.policy.model, "after")
-    lap("evaluate after")
-
-    report_stage(before, after, eval_prompts, config, console)
-    plots = _save_plots(out, recorder, agent.kl_penalty.history, config.batch * config.new_tokens)
-    agent.save_pretrained(out / "model")
-    lap("report")
-    total = time.perf_counter() - start
-    console.print(
-        f"[5] saved to {out}: plots {', '.join(p.name for p in plots)}, summary.json, the fine-tuned "
-        "model in model/ (AutoModelForCausalLM.from_pretrained loads it)"
-    )
-    console.print(
-        "time: "
-        + ", ".join(f"{name} {seconds:.0f}s" for name, seconds in timings.items())
-        + f"; total {total:.0f}s"
-    )
+    laps.lap("evaluate after")
+    report_stage(before, after, eval_prompts, agent, recorder, config, out, console)
+    laps.lap("report")
+    console.print("time: " + laps.summary())
     summary |= {
         "before": {key: getattr(before, key) for key in ("oracle", "reward", "kl")},
         "after": {key: getattr(after, key) for key in ("oracle", "reward", "kl")},
         "final_kl_coef": agent.kl_penalty.controller.value,
-        "timings_s": timings,
-        "total_s": total,
+        "timings_s": laps.timings,
+        "total_s": laps.total(),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+class Laps:
+    """Wall time per stage: each :meth:`lap` closes the stage that ran since the last one."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.timings: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        self.timings[name] = self.total() - sum(self.timings.values())
+
+    def total(self) -> float:
+        return time.perf_counter() - self.start
+
+    def summary(self) -> str:
+        stages = ", ".join(f"{name} {seconds:.0f}s" for name, seconds in self.timings.items())
+        return f"{stages}; total {self.total():.0f}s"
 
 
 def label_stage(
@@ -265,10 +261,42 @@ def reward_model_stage(
     return fit.reward_model, figures
 
 
+def ppo_stage(
+    reference,
+    tokenizer,
+    prompts: list[str],
+    reward_model: TextRewardFn,
+    oracle: Callable[[str, str], float],
+    config: DemoConfig,
+    device: torch.device,
+    seed: int,
+    console: Console,
+) -> tuple[TokenPPO, RecordingRewardModel]:
+    """Stage 4: PPO + KL on the TokenEnv, the oracle recording every scored episode for the plots."""
+    recorder = RecordingRewardModel(reward_model, oracle)
+    agent = make_token_ppo(reference, tokenizer, prompts, recorder, config, device, seed)
+    # The KL penalty's history grows by one per rollout: it numbers the rollouts for the plots.
+    recorder.rollout_index = lambda: len(agent.kl_penalty.history)
+    console.print(
+        f"[4] PPO + KL: {config.iterations} iterations of {config.batch} episodes "
+        f"× {config.new_tokens} tokens"
+    )
+    agent.learn(config.iterations * config.batch * config.new_tokens)
+    return agent, recorder
+
+
 def report_stage(
-    before: SampleReport, after: SampleReport, prompts: list[str], config: DemoConfig, console: Console
+    before: SampleReport,
+    after: SampleReport,
+    prompts: list[str],
+    agent: TokenPPO,
+    recorder: RecordingRewardModel,
+    config: DemoConfig,
+    out: Path,
+    console: Console,
 ) -> None:
-    """Stage 5: the before/after table of means and samples for the same held-out prompts."""
+    """Stage 5: the before/after table of means and samples for the same held-out prompts, the plots
+    of reward and KL over training, and the fine-tuned model, saved to ``out``."""
     table = Table(title=f"Before / after PPO on {len(prompts)} held-out prompts (means)")
     for column in ("", "before (π_pt)", "after (PPO)", "change"):
         table.add_column(column, justify="right" if column else "left")
@@ -291,6 +319,12 @@ def report_stage(
             _shorten(after.completions[index]),
         )
     console.print(samples)
+    plots = _save_plots(out, recorder, agent.kl_penalty.history, config.batch * config.new_tokens)
+    agent.save_pretrained(out / "model")
+    console.print(
+        f"[5] saved to {out}: plots {', '.join(p.name for p in plots)}, summary.json, the fine-tuned "
+        "model in model/ (AutoModelForCausalLM.from_pretrained loads it)"
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
