@@ -138,3 +138,19 @@ def test_interrupted_and_resumed_run_equals_a_straight_run(tokenizer, tmp_path):
     assert resumed.kl_penalty.history == straight.kl_penalty.history
     for name, tensor in straight.policy.state_dict().items():
         assert torch.equal(resumed.policy.state_dict()[name], tensor), name
+
+
+@pytest.mark.slow  # about 40 s on a 2-core CPU: three rollouts of 64 × 32 tokens of the embedded LM
+def test_cli_resumes_token_ppo_to_the_total_with_beta(tmp_path, capsys):
+    from rlhf_envs.cli import main
+
+    args = ["train", "--env", "rlhf_envs/TokenEnv-v0", "--agent", "ppo", "--device", "cpu"]
+    args += ["--logdir", str(tmp_path)]
+    assert main([*args, "--steps", "2048"]) == 0
+    beta = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["kl_penalty"]["kl_coef"]
+    assert main([*args, "--steps", "4096", "--resume"]) == 0
+    assert "2048 env steps" in capsys.readouterr().out
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert saved["algorithm"] == "TokenPPO" and saved["num_timesteps"] == 4096
+    # The resumed rollout penalized the KL with the β the first run ended with.
+    assert [stats.kl_coef for stats in saved["kl_penalty"]["history"]][1] == beta != 0.2
