@@ -2,6 +2,10 @@
 
 import pytest
 import torch
+from fake_cuda import FakeCuda
+
+#: The devices the ``device`` fixture runs a test on: the CPU always, CUDA when this machine has it.
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
 
 
 @pytest.fixture(autouse=True)
@@ -12,3 +16,27 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> str:
+    """A device to run on: each test that takes it runs on the CPU, and on CUDA when present."""
+    return request.param
+
+
+@pytest.fixture
+def fake_cuda():
+    """CUDA faked on the CPU (``tests/fake_cuda.py``): ``device="auto"`` is ``cuda:0`` inside, and CUDA's
+    device errors are raised; ``fake_cuda.syncs`` lists the host syncs a GPU would make."""
+    with FakeCuda() as cuda:
+        yield cuda
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` need a real CUDA device (e.g. ``torch.cuda.set_sync_debug_mode``)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
