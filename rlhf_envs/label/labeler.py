@@ -69,8 +69,7 @@ class WebLabeler:
         self.fps = fps
         self.timeout = timeout
         self.print_fn = print_fn
-        # Rows already in the store were labelled before this labeler existed: the loop reads them itself.
-        self._collected = len(session.store)
+        self._collected = 0  # rows of the store returned by collect()
         self.url: str | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -113,30 +112,48 @@ class WebLabeler:
             self.session.add_text_pair(p, a, b, meta) for p, a, b in zip(prompts, left, right, strict=True)
         ]
 
-    def collect(self) -> list[Any]:
-        """The labels stored since the last call; in ``"sync"`` mode first waits for all pairs handed over."""
+    @property
+    def store(self) -> Any:
+        """Where the labels go (the session's store)."""
+        return self.session.store
+
+    @property
+    def pending(self) -> int:
+        """Pairs handed over (in this run or an earlier one) that still wait for answers."""
+        return len(self.session.pending)
+
+    @property
+    def outstanding(self) -> int:
+        """Pairs whose labels ``collect`` has not returned yet: waiting, being answered, or stored since."""
+        with self.session.changed:
+            return self.session.unanswered + len(self.store) - self._collected
+
+    def collect(self, at_least: int = 0) -> list[Any]:
+        """The store's rows not returned before (the first call returns those of earlier runs too).
+
+        ``"sync"``: first waits until every pair handed over has its final answers; ``"async"``: waits
+        only until ``at_least`` new labels are there. ``TimeoutError`` after ``timeout`` seconds.
+        """
         if self.mode == "sync":
-            self.wait()
-        self.session.commit_due()
-        store = self.session.store
-        new = [store[i] for i in range(self._collected, len(store))]
+            self._wait_until(lambda: self.session.settled, "every pair is answered")
+        else:
+            self._wait_until(lambda: len(self.store) - self._collected >= at_least, f"{at_least} new labels")
+        new = [self.store[i] for i in range(self._collected, len(self.store))]
         self._collected += len(new)
         return new
 
-    def wait(self) -> None:
-        """Block until every queued pair has its final answers; ``TimeoutError`` after ``timeout`` s."""
+    def _wait_until(self, done: Callable[[], bool], what: str) -> None:
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         told = False
         with self.session.changed:
-            while not self.session.settled:
+            self.session.commit_due()
+            while not done():
                 if not told:
                     where = f" at {self.url}" if self.url else ""
-                    self.print_fn(f"waiting for labels of {len(self.session.pending)} pairs{where}")
+                    self.print_fn(f"waiting until {what}: {self.pending} pairs wait for labels{where}")
                     told = True
                 if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"{len(self.session.pending)} pairs still wait for labels after {self.timeout} s"
-                    )
+                    raise TimeoutError(f"waited {self.timeout} s; {self.pending} pairs still wait for labels")
                 # Answers become final when their undo window closes: look again every second.
                 self.session.changed.wait(1.0)
                 self.session.commit_due()

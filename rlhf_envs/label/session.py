@@ -424,6 +424,12 @@ class LabelSession:
             return list(self._open)
 
     @property
+    def unanswered(self) -> int:
+        """Pairs whose answers are not all final: still waiting, or answered within the undo window."""
+        with self._lock:
+            return len(self._open) + sum(1 for a in self._held.values() if a.pair_id not in self._open)
+
+    @property
     def settled(self) -> bool:
         """Every pair has its answers and every answer is final (in the store unless a skip or text tie)."""
         with self._lock:

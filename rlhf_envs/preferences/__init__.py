@@ -4,7 +4,7 @@
 (the reward models fit on them), and re-exported here where users collect and label them.
 """
 
-from rlhf_envs.preferences.labelers import HumanLabeler, SyntheticLabeler
+from rlhf_envs.preferences.labelers import HumanLabeler, QueueLabeler, SyntheticLabeler
 from rlhf_envs.preferences.segments import collect_segments, cut_segments, disagreement_pairs, uniform_pairs
 from rlhf_envs.preferences.store import JsonlStore, PreferenceFileError, PreferenceStore
 from rlhf_envs.rewards.comparisons import Comparison, Segment
@@ -15,6 +15,7 @@ __all__ = [
     "JsonlStore",
     "PreferenceFileError",
     "PreferenceStore",
+    "QueueLabeler",
     "Segment",
     "SyntheticLabeler",
     "collect_segments",

@@ -7,23 +7,50 @@ A labeler is any callable ``(segment_a, segment_b) -> label | None`` with label 
   rational in the segments' true returns.
 - ``HumanLabeler``: shows the two segments side by side (a GIF on disk for image frames, the
   terminal for text frames) and reads left / right / equal / skip from the keyboard.
+
+A ``QueueLabeler`` takes many pairs at once and answers them later: people in the browser
+(``rlhf_envs.label.WebLabeler``, an application on top of this layer).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import imageio.v3 as iio
 import numpy as np
 import torch
 
+from rlhf_envs.preferences.store import PreferenceStore
 from rlhf_envs.rewards.bradley_terry import preference_probability
-from rlhf_envs.rewards.comparisons import Segment
+from rlhf_envs.rewards.comparisons import Comparison, Segment
 
-__all__ = ["HumanLabeler", "SyntheticLabeler"]
+__all__ = ["HumanLabeler", "QueueLabeler", "SyntheticLabeler"]
+
+
+@runtime_checkable
+class QueueLabeler(Protocol):
+    """A labeler that is handed pairs and answers them as it can.
+
+    ``submit(pairs)`` queues pairs of segments; ``collect(at_least)`` returns the comparisons in
+    the labeler's ``store`` not returned before (the first call returns an earlier run's too): a
+    synchronous labeler first waits until every queued pair is answered, an asynchronous one only
+    until ``at_least`` are there. ``outstanding`` counts the pairs whose labels have not been
+    collected yet: queued, being answered, or answered since the last ``collect``.
+    """
+
+    @property
+    def store(self) -> PreferenceStore: ...
+
+    @property
+    def outstanding(self) -> int: ...
+
+    def submit(self, pairs: Sequence[tuple[Segment, Segment]], meta: dict[str, Any] | None = None) -> Any: ...
+
+    def collect(self, at_least: int = 0) -> list[Comparison]: ...
 
 
 class SyntheticLabeler:

@@ -6,6 +6,11 @@ appended to the store as it is given), refit the reward model on every label so 
 policy for a while on the learned reward. Labels follow a schedule that front-loads them: a share
 of the budget is spent before any policy training, the rest over the rounds at a rate ∝ 1/round.
 
+The labeler answers pair by pair (``SyntheticLabeler``, ``HumanLabeler``), or is a ``QueueLabeler``
+that takes a round's pairs at once: people in the browser (``rlhf_envs.label.WebLabeler``), who
+label while the loop waits (synchronous) or while the policy goes on training (asynchronous: a
+round trains on the labels given so far, later labels join the following rounds).
+
 The agent is anything with ``learn(steps)`` and ``predict(obs) -> (action, state)``: SB3's
 algorithms and ``agents.PPO``. It must train on an env whose reward is the reward model's, e.g.
 ``LearnedReward(env, reward_model)``: the model is refitted in place, so that env follows it.
@@ -21,6 +26,7 @@ from typing import Any, Literal, Protocol
 import gymnasium as gym
 import numpy as np
 
+from rlhf_envs.preferences.labelers import QueueLabeler
 from rlhf_envs.preferences.segments import collect_segments, disagreement_pairs, uniform_pairs
 from rlhf_envs.preferences.store import PreferenceStore
 from rlhf_envs.rewards.comparisons import Comparison, Segment
@@ -55,6 +61,9 @@ class PreferenceConfig:
             disagrees most (uniform until the model is first fitted).
         oversample: candidate pairs per query for ``"disagreement"``.
         deterministic_rollouts: roll out the policy's most likely actions (else sample them).
+        render: keep each rollout step's ``env.render()`` as the segments' frames, for people to
+            look at (``HumanLabeler``, the browser app): the env needs ``render_mode="rgb_array"``,
+            and a round's frames are held in memory, so make its images small.
         seed: seeds rollouts and pair sampling.
     """
 
@@ -68,6 +77,7 @@ class PreferenceConfig:
     query: Literal["uniform", "disagreement"] = "disagreement"
     oversample: int = 10
     deterministic_rollouts: bool = False
+    render: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -119,8 +129,11 @@ class PreferenceTrainer:
         env: a single env the trainer rolls the agent out in to draw segments; the segments' true
             reward is ``info["true_reward"]`` when present, else the env's reward.
         reward_model: the model to fit; refitted in place every round.
-        labeler: ``(segment_a, segment_b) -> label or None`` (``SyntheticLabeler``, ``HumanLabeler``).
-        store: where labels go as they are given (kept in memory only when ``None``).
+        labeler: ``(segment_a, segment_b) -> label or None`` (``SyntheticLabeler``, ``HumanLabeler``),
+            or a ``QueueLabeler`` (``rlhf_envs.label.WebLabeler``).
+        store: where labels go as they are given (kept in memory only when ``None``); a
+            ``QueueLabeler`` writes to its own store, which must be this one (or pass ``None``),
+            and its ``collect`` returns the labels the store held before.
         config: the loop's settings.
         callback: called with each ``RoundReport`` (e.g. to evaluate or log).
     """
@@ -130,7 +143,7 @@ class PreferenceTrainer:
         agent: Agent,
         env: gym.Env,
         reward_model: TrajectoryRewardModel,
-        labeler: Callable[[Segment, Segment], float | None],
+        labeler: Callable[[Segment, Segment], float | None] | QueueLabeler,
         store: PreferenceStore | None = None,
         config: PreferenceConfig | None = None,
         callback: Callable[[RoundReport], None] | None = None,
@@ -139,12 +152,21 @@ class PreferenceTrainer:
         self.env = env
         self.reward_model = reward_model
         self.labeler = labeler
+        if isinstance(labeler, QueueLabeler):
+            if store is not None and store.path.resolve() != labeler.store.path.resolve():
+                raise ValueError(
+                    f"the labeler writes its labels to {labeler.store.path}, not to {store.path}: "
+                    "pass store=None or the labeler's store"
+                )
+            store = labeler.store
         self.store = store
         self.config = config or PreferenceConfig()
         self.callback = callback
         self.rng = np.random.default_rng(self.config.seed)
-        # Labels already in the store count towards the budget and are trained on.
-        self.comparisons: list[Comparison] = list(store) if store is not None else []
+        # Labels already in the store count towards the budget and are trained on (a queue labeler
+        # hands them over with its first collect).
+        queued = isinstance(labeler, QueueLabeler)
+        self.comparisons: list[Comparison] = list(store) if store is not None and not queued else []
         self.timesteps = 0
         self._fitted = False
         # SB3 and agents.PPO restart their step counters (and schedules) on every learn() unless told
@@ -158,18 +180,19 @@ class PreferenceTrainer:
         return self.agent.predict(observation, deterministic=self.config.deterministic_rollouts)[0]
 
     def query(self, segments: list[Segment], count: int) -> int:
-        """Ask the labeler about up to ``count`` pairs of ``segments``; returns the labels given."""
-        if count <= 0 or len(segments) < 2:
-            return 0
-        if (
-            self.config.query == "disagreement"
-            and self._fitted
-            and self.reward_model.config.ensemble_size > 1
-        ):
-            returns = self.reward_model.member_returns(segments)
-            pairs = disagreement_pairs(returns, count, self.rng, oversample=self.config.oversample)
-        else:
-            pairs = uniform_pairs(len(segments), count, self.rng)
+        """Ask the labeler about up to ``count`` pairs of ``segments``; returns the labels given.
+
+        A ``QueueLabeler`` is handed the pairs, and the labels it collected this round are returned:
+        asynchronously these may answer earlier rounds' pairs (it waits for at least the 2 labels a
+        fit needs).
+        """
+        pairs = self._choose_pairs(segments, count) if count > 0 and len(segments) >= 2 else []
+        if isinstance(self.labeler, QueueLabeler):
+            if len(pairs):
+                self.labeler.submit([(segments[i], segments[j]) for i, j in pairs])
+            collected = self.labeler.collect(at_least=max(0, 2 - len(self.comparisons)))
+            self.comparisons.extend(collected)
+            return len(collected)
         given = 0
         for i, j in pairs:
             label = self.labeler(segments[i], segments[j])
@@ -181,13 +204,26 @@ class PreferenceTrainer:
             given += 1
         return given
 
+    def _choose_pairs(self, segments: list[Segment], count: int) -> np.ndarray:
+        if (
+            self.config.query == "disagreement"
+            and self._fitted
+            and self.reward_model.config.ensemble_size > 1
+        ):
+            returns = self.reward_model.member_returns(segments)
+            return disagreement_pairs(returns, count, self.rng, oversample=self.config.oversample)
+        return uniform_pairs(len(segments), count, self.rng)
+
     def train(self) -> list[RoundReport]:
         """Run every round (rollout, query, label, refit, train the policy); returns their reports."""
         config = self.config
         schedule = label_schedule(config.label_budget, config.num_rounds, config.initial_label_fraction)
         steps = np.diff(np.linspace(0, config.total_timesteps, config.num_rounds + 1).round()).astype(int)
-        # Labels already in the store are counted against the earliest rounds' shares.
+        # Labels already in the store, and pairs still queued from an earlier run, are counted
+        # against the earliest rounds' shares.
         already = len(self.comparisons)
+        if isinstance(self.labeler, QueueLabeler):
+            already += self.labeler.outstanding
         reports = []
         for round_index, (labels_wanted, round_steps) in enumerate(zip(schedule, steps, strict=True)):
             segments = collect_segments(
@@ -197,6 +233,7 @@ class PreferenceTrainer:
                 config.segment_length,
                 seed=int(self.rng.integers(2**31)),
                 min_length=config.min_segment_length,
+                render=config.render,
             )
             taken = min(already, labels_wanted)
             already -= taken
