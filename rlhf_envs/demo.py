@@ -2,7 +2,9 @@
 
 1. sample pairs of continuations of prompts from the pretrained LM π_pt;
 2. label them: a synthetic, Boltzmann-rational labeler whose hidden score is VADER's sentiment (the
-   "oracle"), or a person in the terminal (``--human``);
+   "oracle"), or people: in the terminal (``--human``) or in the browser (``--human web``, the
+   labelling app; ``--label-mode async`` fits the reward model once ``--min-labels`` are given
+   while the page keeps taking labels for the next run);
 3. fit a reward model r_φ to the labels (Bradley–Terry) and report its held-out accuracy;
 4. fine-tune the LM with PPO on the TokenEnv, reward r_φ on the last token and a KL penalty
    against π_pt on every token, β set by the adaptive controller;
@@ -17,11 +19,14 @@ The stages are the functions of :mod:`rlhf_envs.pipeline`; this module runs them
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -32,6 +37,7 @@ from tqdm.auto import tqdm
 
 from agents.token_ppo import TokenPPO
 from rlhf_envs.device import resolve_device
+from rlhf_envs.label import LabelSession, WebLabeler
 from rlhf_envs.lm.assets import DEFAULT_PROMPTS_FILE, load_prompts
 from rlhf_envs.lm.loading import load_causal_lm
 from rlhf_envs.lm.reward_model import HFRewardModel, TextRewardFn
@@ -43,12 +49,39 @@ from rlhf_envs.pipeline import (
     fit_reward_model,
     make_token_ppo,
     oracle_agreement,
+    sample_missing_pairs,
     split_prompts,
 )
 from rlhf_envs.preferences.text import TextPreferenceStore
 from rlhf_envs.preferences.text_labelers import SyntheticTextLabeler, TerminalTextLabeler, VaderSentiment
 
-__all__ = ["DemoConfig", "add_arguments", "run", "run_demo"]
+__all__ = ["DemoConfig", "WebLabelling", "add_arguments", "run", "run_demo"]
+
+WEB_INSTRUCTIONS = (
+    "Which continuation is better? The demo scores its result with a sentiment oracle: "
+    "prefer the more positive, cheerful text."
+)
+
+
+@dataclass
+class WebLabelling:
+    """How ``--human web`` serves the pairs in the browser (see ``rlhf_envs.label``).
+
+    Args:
+        mode: ``"sync"``: the demo waits until every pair is labelled; ``"async"``: it goes on once
+            ``min_labels`` are in the store, and the page keeps taking labels until the demo ends.
+        min_labels: labels the reward model waits for in ``"async"`` mode (default: half the pairs).
+        host, port, token: where the app listens; any host but 127.0.0.1 needs a token (generated
+            and printed when not given).
+        undo_seconds: how long a label can be undone.
+    """
+
+    mode: Literal["sync", "async"] = "sync"
+    min_labels: int | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token: str | None = None
+    undo_seconds: float = 10.0
 
 
 class RecordingRewardModel:
@@ -116,13 +149,18 @@ def run_demo(
     reward_model: str | None = None,
     out: str | Path = "rlhf_demo",
     config: DemoConfig | None = None,
-    human: bool = False,
+    human: Literal["terminal", "web"] | None = None,
     prompts: str | Path | None = None,
     device: str = "auto",
     seed: int = 0,
     console: Console | None = None,
+    web: WebLabelling | None = None,
 ) -> dict[str, object]:
-    """Run the demo (see the module docstring); returns its figures, also saved to ``summary.json``."""
+    """Run the demo (see the module docstring); returns its figures, also saved to ``summary.json``.
+
+    ``human``: who labels: ``None`` the synthetic labeler, ``"terminal"``, or ``"web"`` (the
+    labelling app, served as ``web`` says).
+    """
     config = config or DemoConfig()
     console = console or Console()
     out = Path(out)
@@ -140,9 +178,15 @@ def run_demo(
     oracle = VaderSentiment()
     summary: dict[str, object] = {"model": model, "device": str(device), "config": vars(config).copy()}
 
+    web_labeler = None
     if reward_model is None:
         store = TextPreferenceStore(out / "preferences.jsonl")
-        label_stage(store, reference, tokenizer, train_prompts, oracle, config, human, seed, console)
+        if human == "web":
+            web_labeler = web_label_stage(
+                store, reference, tokenizer, train_prompts, config, seed, web or WebLabelling(), console
+            )
+        else:
+            label_stage(store, reference, tokenizer, train_prompts, oracle, config, human, seed, console)
         laps.lap("label")
         rm, summary["reward_model"] = reward_model_stage(
             model, tokenizer, store, oracle, config, seed, device, out, console
@@ -167,6 +211,11 @@ def run_demo(
     after = evaluate(agent.policy.model, "after")
     laps.lap("evaluate after")
     report_stage(before, after, eval_prompts, agent, recorder, config, out, console)
+    if web_labeler is not None:
+        web_labeler.close()
+        console.print(
+            f"the labelling app stopped: {len(web_labeler.store)} labels in {web_labeler.store.path}"
+        )
     laps.lap("report")
     console.print("time: " + laps.summary())
     summary |= {
@@ -205,7 +254,7 @@ def label_stage(
     prompts: list[str],
     oracle: Callable[[str, str], float],
     config: DemoConfig,
-    human: bool,
+    human: Literal["terminal"] | None,
     seed: int,
     console: Console,
 ) -> None:
@@ -231,6 +280,54 @@ def label_stage(
     if not human:
         bar.close()
     console.print(f"[2] {added} pairs labelled by {who} -> {store.path}")
+
+
+def web_label_stage(
+    store: TextPreferenceStore,
+    reference,
+    tokenizer,
+    prompts: list[str],
+    config: DemoConfig,
+    seed: int,
+    web: WebLabelling,
+    console: Console,
+) -> WebLabeler | None:
+    """Stages 1 and 2 in the browser: the pairs go to the labelling app, the labels come back as people
+    give them. Returns the app when it keeps serving (``"async"``), to be closed when the demo ends.
+
+    Pairs still waiting from an interrupted run are served again and count towards ``config.pairs``.
+    """
+    session = LabelSession(store, undo_seconds=web.undo_seconds, target=config.pairs)
+    if len(store) >= config.pairs and not session.pending:
+        console.print(f"reusing {len(store)} labels from {store.path}")
+        return None
+    pair_prompts, first, second = sample_missing_pairs(
+        store, reference, tokenizer, prompts, config, seed, queued=len(session.pending)
+    )
+    labeler = WebLabeler(
+        session,
+        web.mode,
+        host=web.host,
+        port=web.port,
+        token=web.token,
+        instructions=WEB_INSTRUCTIONS,
+        default_labeler=getpass.getuser(),
+        title="rlhf-envs demo: label continuations",
+        print_fn=console.print,
+    )
+    labeler.submit_texts(pair_prompts, first, second)
+    console.print(
+        f"[1] sampled {len(pair_prompts)} pairs of {config.pair_tokens}-token continuations; "
+        f"{labeler.pending} pairs wait in the browser, {len(store)} labels are in {store.path}"
+    )
+    min_labels = web.min_labels if web.min_labels is not None else max(2, config.pairs // 2)
+    labels = labeler.collect(at_least=min_labels)
+    console.print(f"[2] {len(labels)} pairs labelled in the browser -> {store.path}")
+    if web.mode == "async":
+        console.print(f"the page keeps taking labels while the demo goes on: {labeler.url}")
+        return labeler
+    labeler.close()
+    return None
 
 
 def reward_model_stage(
@@ -340,7 +437,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", type=Path, default=Path("rlhf_demo"), help="folder for labels, plots and models"
     )
-    parser.add_argument("--human", action="store_true", help="label the pairs yourself in the terminal")
+    parser.add_argument(
+        "--human",
+        nargs="?",
+        const="terminal",
+        choices=("terminal", "web"),
+        default=None,
+        help="label the pairs yourself: in the terminal (--human) or in the browser (--human web)",
+    )
+    web = WebLabelling()
+    parser.add_argument(
+        "--label-mode",
+        choices=("sync", "async"),
+        default=web.mode,
+        help="--human web: wait for every label (sync) or go on after --min-labels (async)",
+    )
+    parser.add_argument(
+        "--min-labels", type=int, default=None, help="async: labels to wait for (default: half)"
+    )
+    parser.add_argument(
+        "--host", default=web.host, help="--human web: any address but 127.0.0.1 needs a token"
+    )
+    parser.add_argument("--port", type=int, default=web.port, help="--human web: the labelling app's port")
+    parser.add_argument("--token", default=None, help="--human web: access token (generated off 127.0.0.1)")
     parser.add_argument("--quick", action="store_true", help="a tiny run (seconds), for tests")
     parser.add_argument(
         "--prompts", default=None, help="text or JSONL file of prompts (default: the embedded LM's)"
@@ -385,6 +504,7 @@ def run(args: argparse.Namespace) -> int:
         config=config,
         human=args.human,
         prompts=args.prompts,
+        web=WebLabelling(args.label_mode, args.min_labels, args.host, args.port, args.token),
         device=args.device,
         seed=args.seed,
         # Off a terminal (a log file, a pipe) rich would wrap at 80 columns: the sample table needs more.

@@ -118,6 +118,31 @@ def split_prompts(prompts: list[str], eval_prompts: int, seed: int) -> tuple[lis
     return [prompts[i] for i in order[held_out:]], [prompts[i] for i in order[:held_out]]
 
 
+def sample_missing_pairs(
+    store: TextPreferenceStore,
+    reference: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    config: DemoConfig,
+    seed: int,
+    queued: int = 0,
+) -> tuple[list[str], list[str], list[str]]:
+    """``(prompts, continuations a, continuations b)`` of the pairs that ``store``'s labels and the
+    ``queued`` pairs (waiting for people to label them) lack to reach ``config.pairs``."""
+    missing = config.pairs - len(store) - queued
+    if missing <= 0:
+        return [], [], []
+    return sample_continuation_pairs(
+        reference,
+        tokenizer,
+        prompts=prompts,
+        num_pairs=missing,
+        max_new_tokens=config.pair_tokens,
+        seed=seed + len(store) + queued,
+        device=reference.device,
+    )
+
+
 def collect_labels(
     store: TextPreferenceStore,
     labeler: TextLabeler,
@@ -129,18 +154,7 @@ def collect_labels(
 ) -> int:
     """Sample the pairs ``store`` still lacks to hold ``config.pairs`` and label them; returns how many
     were added. Each label is on disk as soon as it is given, so a rerun continues where one stopped."""
-    missing = config.pairs - len(store)
-    if missing <= 0:
-        return 0
-    pair_prompts, first, second = sample_continuation_pairs(
-        reference,
-        tokenizer,
-        prompts=prompts,
-        num_pairs=missing,
-        max_new_tokens=config.pair_tokens,
-        seed=seed + len(store),
-        device=reference.device,
-    )
+    pair_prompts, first, second = sample_missing_pairs(store, reference, tokenizer, prompts, config, seed)
     return collect_text_preferences(store, labeler, pair_prompts, first, second)
 
 

@@ -1,17 +1,26 @@
-"""The labelling app as the labeler of ``PreferenceTrainer``: synchronous, asynchronous, across a restart."""
+"""The labelling app as the labeler of the loops: ``PreferenceTrainer``, ``rlhf-envs demo --human web``."""
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 
 import gymnasium as gym
+import httpx
 import pytest
+from rich.console import Console
 from stable_baselines3 import PPO
+from test_demo import PROMPTS
+from test_label_server import free_port
+from tiny_lm import tiny_lm, tiny_tokenizer
 
 import rlhf_envs  # noqa: F401 - registers the envs
+from rlhf_envs.demo import WebLabelling, run_demo
 from rlhf_envs.label import LabelSession, WebLabeler
+from rlhf_envs.pipeline import DemoConfig
 from rlhf_envs.preferences import PreferenceStore
+from rlhf_envs.preferences.text import TextPreferenceStore
 from rlhf_envs.preferences.trainer import PreferenceConfig, PreferenceTrainer
 from rlhf_envs.rewards import LearnedReward, TrajectoryRewardConfig, TrajectoryRewardModel
 
@@ -119,3 +128,66 @@ def test_a_queue_labeler_writes_to_its_own_store(tmp_path):
             WebLabeler(session(tmp_path), serve=False),
             PreferenceStore(tmp_path / "other.jsonl"),
         )
+
+
+class BrowserPerson(threading.Thread):
+    """Someone labelling through the app's JSON API: the left continuation, for up to ``limit`` pairs."""
+
+    def __init__(self, url: str, limit: int | None = None) -> None:
+        super().__init__(daemon=True)
+        self.url, self.limit = url, limit
+        self.labelled = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=30) as client:
+            while not self.stop.is_set() and (self.limit is None or self.labelled < self.limit):
+                try:  # the app is not up yet, or already stopped, at either end of the demo
+                    pair = client.get("/api/next", params={"labeler": "reader"}).json()["pair"]
+                    if pair is not None:
+                        label = {"pair_id": pair["pair_id"], "choice": "left", "labeler": "reader"}
+                        self.labelled += client.post("/api/labels", json=label).status_code == 201
+                        continue
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.05)
+
+
+@pytest.fixture
+def tiny_demo(tmp_path) -> dict:
+    """A tiny LM and prompts for ``run_demo``, its quick budget, and a quiet console."""
+    tokenizer = tiny_tokenizer()
+    tiny_lm(tokenizer).save_pretrained(tmp_path / "lm")
+    tokenizer.save_pretrained(tmp_path / "lm")
+    (tmp_path / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
+    return {
+        "model": str(tmp_path / "lm"),
+        "prompts": tmp_path / "prompts.txt",
+        "out": tmp_path / "out",
+        "config": DemoConfig.quick(),
+        "device": "cpu",
+        "console": Console(file=io.StringIO(), width=150),
+    }
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_demo_human_web_labels_in_the_browser(tiny_demo, mode):
+    port = free_port()
+    # In async mode the person leaves after 6 of the 16 pairs at most; the demo goes on after 4 labels.
+    person = BrowserPerson(f"http://127.0.0.1:{port}", limit=None if mode == "sync" else 6)
+    person.start()
+    web = WebLabelling(mode, min_labels=4, port=port, undo_seconds=0)
+    summary = run_demo(human="web", web=web, **tiny_demo)
+    person.stop.set()
+    person.join(30)
+    store = TextPreferenceStore(tiny_demo["out"] / "preferences.jsonl")
+    assert 0 <= summary["reward_model"]["eval_accuracy"] <= 1
+    assert all(row["meta"]["labeler"] == "reader" for row in store.records)
+    queue = LabelSession(store)
+    if mode == "sync":
+        assert len(store) == 16 and queue.pending == []
+    else:  # the unlabelled pairs wait for the next run
+        assert 4 <= person.labelled <= 6
+        assert len(store) == person.labelled and len(queue.pending) == 16 - person.labelled
+    printed = tiny_demo["console"].file.getvalue()
+    assert f"Label at http://127.0.0.1:{port}/" in printed and "labelled in the browser" in printed
