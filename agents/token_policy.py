@@ -7,8 +7,10 @@ LongTensor (see :func:`pack_observation`), so that rollout and replay buffers st
 :class:`TokenActorCritic` speaks the interface of :class:`agents.policies.ActorCriticPolicy`, so
 :class:`agents.PPO` trains it like any other policy. Two things differ inside:
 
-* ``act`` keeps its own KV cache, aligned with the env's observation window: each step costs one
-  decoding step of one token per episode, and episodes the env restarted are re-prefilled.
+* ``act`` keeps its own KV cache, aligned with the env's observation window and written in place
+  (:class:`~rlhf_envs.lm.cache.WindowLayer`): each step costs one decoding step of one token per
+  episode, and episodes the env restarted are re-prefilled. Which ones restarted it reads from the
+  env's host-side flags (:meth:`TokenActorCritic.follow`), so sampling adds no host sync to a step.
 * ``evaluate`` receives whole env columns ([T, m] steps with their ``dones``, from a
   :class:`~agents.buffers.ColumnRolloutBuffer`): all steps of one episode share one forward pass
   over its last observation plus its last token, instead of one pass over the whole context per step.
@@ -60,7 +62,8 @@ class PackedTokenObservations(VectorWrapper):
     """A tensor :class:`TokenVectorEnv` whose observations (``info["final_obs"]`` too) are packed.
 
     The observation space becomes ``MultiDiscrete`` over token ids with −1 for padding, one entry
-    per window column.
+    per window column. :attr:`restarted_rows` says, on the host, which episodes of the latest
+    observation :attr:`observation` started anew (None after a reset: all of them).
     """
 
     def __init__(self, env: VectorEnv) -> None:
@@ -72,18 +75,24 @@ class PackedTokenObservations(VectorWrapper):
         )
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, env.num_envs)
         self.device = env.device
+        self.observation: torch.Tensor | None = None
+        self.restarted_rows: np.ndarray | None = None
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[torch.Tensor, dict]:
         obs, info = self.env.reset(seed=seed, options=options)
-        return pack_observation(obs), info
+        self.observation, self.restarted_rows = pack_observation(obs), None
+        return self.observation, info
 
     def step(
         self, actions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
         obs, reward, terminated, truncated, info = self.env.step(actions)
+        restarted = np.empty(0, dtype=np.int64)
         if "final_obs" in info:
             info = dict(info, final_obs=pack_observation(info["final_obs"]))
-        return pack_observation(obs), reward, terminated, truncated, info
+            restarted = np.flatnonzero(info["_final_obs"])  # a host array: same-step autoreset
+        self.observation, self.restarted_rows = pack_observation(obs), restarted
+        return self.observation, reward, terminated, truncated, info
 
 
 def token_vector_env(
@@ -136,7 +145,9 @@ class TokenActorCritic(nn.Module):
 
     Tokens are sampled at temperature 1 from the full vocabulary, so that log π is the exact
     log-probability the KL penalty and the PPO ratio need. Dropout is off (the model stays in eval
-    mode): the ratio π_θ / π_old must compare one deterministic function with itself.
+    mode): the ratio π_θ / π_old must compare one deterministic function with itself. The trained
+    weights are float32 whatever the reference's dtype (a bf16 hub model's included): Adam's steps
+    of 1e-5 would round away in half precision.
 
     Args:
         model: the reference LM to copy (the env's ``reference_model``); it is left untouched.
@@ -155,7 +166,7 @@ class TokenActorCritic(nn.Module):
         super().__init__()
         if not isinstance(model, PreTrainedModel):
             raise TypeError(f"model must be a transformers PreTrainedModel, got {type(model).__name__}")
-        self.model = copy.deepcopy(model) if copy_model else model
+        self.model = (copy.deepcopy(model) if copy_model else model).float()
         self.model.eval().requires_grad_(True)
         self.tokenizer = tokenizer
         hidden_size = self.model.config.hidden_size
@@ -167,11 +178,17 @@ class TokenActorCritic(nn.Module):
         self._last_obs: torch.Tensor | None = None
         self._last_action: torch.Tensor | None = None
         self._positions: torch.Tensor | None = None
+        self._env: PackedTokenObservations | None = None
 
     def train(self, mode: bool = True) -> TokenActorCritic:
         super().train(mode)
         self.model.eval()  # dropout stays off, see the class docstring
         return self
+
+    def follow(self, env: PackedTokenObservations) -> None:
+        """Take which episodes restarted from ``env``'s host-side flags when acting on its latest
+        observation, instead of comparing windows on the device (a host sync every step)."""
+        self._env = env
 
     # -- forward pieces -------------------------------------------------------------------------------
     def _backbone(self, **inputs: Any) -> Any:
@@ -201,10 +218,18 @@ class TokenActorCritic(nn.Module):
         """
         if self._cache is None or self._last_obs is None or self._last_obs.shape != obs.shape:
             return self._prefill(obs)
-        expected = torch.cat([self._last_obs[:, 1:], self._last_action[:, None]], dim=1)
-        restarted = (obs != expected).any(-1)
+        if self._env is not None and obs is self._env.observation:
+            rows = self._env.restarted_rows
+            if rows is None:  # the env was reset
+                return self._prefill(obs)
+            rows = torch.as_tensor(rows, device=obs.device) if len(rows) else None
+        else:  # any other observation: compare it with the window the cache holds (a host sync)
+            expected = torch.cat([self._last_obs[:, 1:], self._last_action[:, None]], dim=1)
+            rows = (obs != expected).any(-1).nonzero()[:, 0]
+            rows = rows if len(rows) else None
+        width = obs.shape[1]
         for layer in self._cache.layers:  # the window slides by one: its oldest column is always padding
-            layer.keys, layer.values = layer.keys[:, :, 1:], layer.values[:, :, 1:]
+            layer.slide(width - 1)
         output = self._backbone(
             input_ids=self._last_action[:, None],
             attention_mask=(obs >= 0).long(),
@@ -212,18 +237,21 @@ class TokenActorCritic(nn.Module):
             cache=self._cache,
             use_cache=True,
         )
-        self._cache = output.cache
         self._positions = self._positions + 1
         hidden = output.last_hidden_state[:, -1]
-        rows = restarted.nonzero()[:, 0]  # the host sync of a step: which episodes restarted
-        if len(rows):
+        if rows is not None:
             hidden = hidden.index_copy(0, rows, self._prefill_rows(obs, rows))
         return hidden
 
     def _prefill(self, obs: torch.Tensor) -> torch.Tensor:
+        from rlhf_envs.lm.cache import WindowLayer  # with transformers, once an LM policy exists
+
         inputs = _model_inputs(obs)
         output = self._backbone(**inputs, use_cache=True)
         self._cache = output.cache
+        self._cache.layers = [
+            WindowLayer(layer.keys, layer.values, obs.shape[1]) for layer in output.cache.layers
+        ]
         self._positions = inputs["position_ids"][:, -1] + 1
         return output.last_hidden_state[:, -1]
 
@@ -231,8 +259,7 @@ class TokenActorCritic(nn.Module):
         inputs = _model_inputs(obs[rows])
         output = self._backbone(**inputs, use_cache=True)
         for layer, fresh in zip(self._cache.layers, output.cache.layers, strict=True):
-            layer.keys = layer.keys.index_copy(0, rows, fresh.keys)
-            layer.values = layer.values.index_copy(0, rows, fresh.values)
+            layer.write(rows, fresh.keys, fresh.values)
         self._positions = self._positions.index_copy(0, rows, inputs["position_ids"][:, -1] + 1)
         return output.last_hidden_state[:, -1]
 

@@ -89,7 +89,9 @@ class TokenPPO(PPO):
 
     def _default_policy(self) -> TokenActorCritic:
         token_env = self.env.unwrapped
-        return TokenActorCritic(token_env.reference_model, token_env.tokenizer)
+        policy = TokenActorCritic(token_env.reference_model, token_env.tokenizer)
+        policy.follow(self.env)
+        return policy
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """The fine-tuned LM as a Hugging Face model folder, with its tokenizer and value head."""

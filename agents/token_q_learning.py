@@ -121,9 +121,10 @@ class TokenQLearning(BaseAlgorithm):
         self.beta = token_env.kl_coef
         if self.beta <= 0:
             raise ValueError("the env's kl_coef is soft Q-learning's temperature β and must be > 0")
-        self.q_net = TokenActorCritic(token_env.reference_model, token_env.tokenizer)
+        self.q_net = TokenActorCritic(token_env.reference_model, token_env.tokenizer).to(self.device)
         nn.init.zeros_(self.q_net.value_head.weight)  # V = 0: Q starts as the zero-reward soft Q-function
         self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
+        self.q_net.follow(self.env)
         self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=self.config.learning_rate)
         self.replay: deque[dict[str, torch.Tensor]] = deque(maxlen=self.config.buffer_rollouts)
         self.history: list[dict[str, float]] = []

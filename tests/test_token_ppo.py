@@ -9,7 +9,7 @@ from tiny_lm import tiny_lm, tiny_tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from agents import TokenPPO
-from agents.token_policy import TokenActorCritic, pack_observation
+from agents.token_policy import PackedTokenObservations, TokenActorCritic
 from rlhf_envs.envs.token import TokenVectorEnv
 
 PROMPTS = ["the cat sat", "a good day makes", "love and joy", "in the beginning"]
@@ -63,20 +63,25 @@ def test_ppo_raises_the_reward_well_above_the_reference_with_bounded_kl(tokenize
     assert max(kls[12:]) < 10.0, np.round(kls, 1)
 
 
-def test_sampling_log_probs_match_evaluate_across_restarts(tokenizer):
+@pytest.mark.parametrize("follow", [False, True], ids=["windows-compared", "env-flags"])
+def test_sampling_log_probs_match_evaluate_across_restarts(tokenizer, follow):
     """The KV-cached sampler and the one-pass-per-episode evaluation compute the same π, also after
-    the env restarts episodes mid-rollout and after the cache is dropped for an update."""
+    the env restarts episodes mid-rollout and after the cache is dropped for an update; whether the
+    sampler finds the restarted episodes by comparing windows or from the env's host flags."""
     torch.manual_seed(0)
-    env = make_env(tokenizer, num_envs=6, max_new_tokens=5, stop_at_eos=True, as_tensors=True)
-    policy = TokenActorCritic(env.reference_model, tokenizer)
-    obs, _ = env.reset(seed=0)
+    env = PackedTokenObservations(
+        make_env(tokenizer, num_envs=6, max_new_tokens=5, stop_at_eos=True, as_tensors=True)
+    )
+    policy = TokenActorCritic(env.unwrapped.reference_model, tokenizer)
+    if follow:
+        policy.follow(env)
+    packed, _ = env.reset(seed=0)
     for _round in range(2):
         observations, actions, logprobs, dones, kls = [], [], [], [], []
         for _ in range(12):  # more steps than an episode: rows restart within the block
-            packed = pack_observation(obs)
             action, logprob, _ = policy.act(packed)
-            obs, _, terminated, truncated, info = env.step(action)
             observations.append(packed)
+            packed, _, terminated, truncated, info = env.step(action)
             actions.append(action)
             logprobs.append(logprob)
             dones.append(terminated | truncated)
