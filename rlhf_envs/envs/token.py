@@ -28,6 +28,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from rlhf_envs.device import resolve_device
+from rlhf_envs.envs.arguments import boolean, positive_int, real
 from rlhf_envs.envs.batched import BatchedCore, check_face_state, numpy_rng_from_state, numpy_rng_state
 from rlhf_envs.lm.assets import DEFAULT_PROMPTS_FILE, load_prompts
 from rlhf_envs.lm.loading import load_causal_lm
@@ -76,10 +77,11 @@ class TokenEnvConfig:
     max_prompt_tokens: int | None = None
 
     def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.kl_coef < 0:
-            raise ValueError(f"kl_coef must be >= 0, got {self.kl_coef}")
+        self.max_new_tokens = positive_int("max_new_tokens", self.max_new_tokens)
+        self.stop_at_eos = boolean("stop_at_eos", self.stop_at_eos)
+        self.kl_coef = real("kl_coef", self.kl_coef, low=0.0)
+        if self.max_prompt_tokens is not None:
+            self.max_prompt_tokens = positive_int("max_prompt_tokens", self.max_prompt_tokens)
 
 
 def _make_config(config: TokenEnvConfig | None, fields: dict[str, Any]) -> TokenEnvConfig:
@@ -188,6 +190,9 @@ class TokenState:
     cache: DynamicCache
     #: [B] tokens generated so far; on the host, so a step decides which episodes end without a sync.
     response_length: np.ndarray
+    #: [B, max_new_tokens] the tokens generated so far, on the host: the texts for the reward model
+    #: need no read from the device.
+    response_tokens: np.ndarray
     #: [B] index into the prompts of each episode's prompt.
     prompt_index: np.ndarray
     #: [B] tokens of each episode's prompt.
@@ -196,7 +201,7 @@ class TokenState:
     def state_dict(self) -> dict[str, Any]:
         """A copy of the state, cache included."""
         tensors = ("input_ids", "attention_mask", "positions", "next_logits")
-        arrays = ("response_length", "prompt_index", "prompt_length")
+        arrays = ("response_length", "response_tokens", "prompt_index", "prompt_length")
         state: dict[str, Any] = {name: getattr(self, name).clone() for name in tensors}
         state |= {name: getattr(self, name).copy() for name in arrays}
         state["cache"] = [layer.state_dict() for layer in self.cache.layers]
@@ -211,7 +216,8 @@ class TokenState:
             name: state[name].to(device).clone()
             for name in ("input_ids", "attention_mask", "positions", "next_logits")
         }
-        arrays = {name: state[name].copy() for name in ("response_length", "prompt_index", "prompt_length")}
+        names = ("response_length", "response_tokens", "prompt_index", "prompt_length")
+        arrays = {name: state[name].copy() for name in names}
         return cls(cache=cache, **tensors, **arrays)
 
 
@@ -315,6 +321,7 @@ class TokenCore(BatchedCore):
             next_logits=torch.zeros(num_envs, self.vocab_size, device=self.device),
             cache=DynamicCache(),
             response_length=np.zeros(num_envs, dtype=np.int64),
+            response_tokens=np.zeros((num_envs, self.max_new_tokens), dtype=np.int64),
             prompt_index=np.zeros(num_envs, dtype=np.int64),
             prompt_length=np.zeros(num_envs, dtype=np.int64),
         )
@@ -380,32 +387,57 @@ class TokenCore(BatchedCore):
             # Columns before the prompt keep stale values; the attention mask hides them.
             layer.write(rows, fresh.keys, fresh.values)
 
+    def check_actions(self, action: np.ndarray) -> None:
+        """Raise ``ValueError`` unless every id in ``action`` (any integer dtype) is in the vocabulary."""
+        invalid = (action < 0) | (action >= self.vocab_size)
+        if invalid.any():
+            raise ValueError(
+                f"action {action[invalid][0]} is outside the vocabulary: Discrete({self.vocab_size})"
+            )
+
     @torch.inference_mode()
     def step(
-        self, state: TokenState, action: torch.Tensor, generator: PromptGenerators | None = None
+        self,
+        state: TokenState,
+        action: torch.Tensor,
+        generator: PromptGenerators | None = None,
+        action_host: np.ndarray | None = None,
     ) -> tuple[TokenState, torch.Tensor, torch.Tensor, dict[str, Any]]:
         """Append ``action`` (LongTensor [B] on the device) to every episode.
 
+        ``action_host`` is the same ids on the host when the caller has them (a numpy face);
+        otherwise they are copied there, the step's one host sync. A step happens entirely or not
+        at all: the finished episodes are scored before the state changes, so an action outside the
+        vocabulary or a reward model that raises leaves ``state`` as it was.
+
         Returns ``(state, reward, terminated, info)``: reward float32 [B] and terminated bool [B]
         on the device; ``info`` holds ``ref_logprob`` (float32 [B]) and ``truncated`` (bool [B]) on
-        the device, ``done`` (bool [B] on the host, for :meth:`restart`), ``done_rows`` (its
-        indices) and, for those episodes, ``prompts``, ``completions`` (lists of str) and
-        ``scores`` (float32 on the device). Decoding draws nothing: ``generator`` is not used.
+        the device, the same flags on the host (``host_terminated``, ``host_truncated``), ``done``
+        (bool [B] on the host, for :meth:`restart`), ``done_rows`` (its indices) and, for those
+        episodes, ``prompts``, ``completions`` (lists of str) and ``scores`` (float32 on the device).
+        Decoding draws nothing: ``generator`` is not used.
         """
-        invalid = (action < 0) | (action >= self.vocab_size)
-        terminated = action == self.eos_token_id if self.stop_at_eos else torch.zeros_like(invalid)
-        # The only host sync of a step: which actions are invalid and which episodes met EOS.
-        flags = torch.cat([invalid.any().view(1), terminated]).cpu().numpy()
-        if flags[0]:
-            bad = action[invalid][0].item()
-            raise ValueError(f"action {bad} is outside the vocabulary: Discrete({self.vocab_size})")
-        terminated_host = flags[1:]
-        state.response_length += 1
-        truncated_host = (state.response_length >= self.max_new_tokens) & ~terminated_host
+        if action_host is None:
+            action_host = action.cpu().numpy()
+        self.check_actions(action_host)
+        terminated_host = (
+            action_host == self.eos_token_id if self.stop_at_eos else np.zeros(len(action_host), bool)
+        )
+        response_length = state.response_length + 1
+        truncated_host = (response_length >= self.max_new_tokens) & ~terminated_host
         done = terminated_host | truncated_host
         done_rows = np.flatnonzero(done)
+        response_tokens = state.response_tokens.copy()
+        response_tokens[np.arange(len(action_host)), response_length - 1] = action_host
+        if len(done_rows):
+            prompts, completions = self._texts(
+                state.prompt_index, response_tokens, response_length, done_rows
+            )
+            scores = check_scores(self.reward_model(prompts, completions), len(done_rows)).to(self.device)
 
+        # Nothing can fail from here on: commit the step.
         ref_logprob = token_logprobs(state.next_logits, action)
+        state.response_length, state.response_tokens = response_length, response_tokens
         state.input_ids = torch.cat([state.input_ids[:, 1:], action[:, None]], dim=1)
         state.attention_mask = torch.nn.functional.pad(state.attention_mask[:, 1:], (0, 1), value=1)
         if len(done_rows) < len(done):  # a step where every episode ends needs no next-token logits
@@ -427,28 +459,26 @@ class TokenCore(BatchedCore):
         info: dict[str, Any] = {
             "ref_logprob": ref_logprob,
             "truncated": torch.as_tensor(truncated_host, device=self.device),
+            "host_terminated": terminated_host,
+            "host_truncated": truncated_host,
             "done": done,
             "done_rows": done_rows,
         }
         if len(done_rows):
-            prompts, completions = self.texts(state, done_rows)
-            scores = check_scores(self.reward_model(prompts, completions), len(done_rows)).to(self.device)
             reward[torch.as_tensor(done_rows, device=self.device)] += scores
             info.update(prompts=prompts, completions=completions, scores=scores)
         return state, reward, torch.as_tensor(terminated_host, device=self.device), info
 
     def texts(self, state: TokenState, rows: np.ndarray) -> tuple[list[str], list[str]]:
         """The prompts and the continuations so far (special tokens dropped) of episodes ``rows``."""
-        lengths = state.response_length[rows]
-        width = int(lengths.max()) if len(rows) else 0
-        tail = (
-            state.input_ids[torch.as_tensor(rows, device=self.device), self.context_len - width :]
-            .cpu()
-            .numpy()
-        )
-        responses = [row[width - length :] for row, length in zip(tail, lengths, strict=True)]
+        return self._texts(state.prompt_index, state.response_tokens, state.response_length, rows)
+
+    def _texts(
+        self, prompt_index: np.ndarray, tokens: np.ndarray, lengths: np.ndarray, rows: np.ndarray
+    ) -> tuple[list[str], list[str]]:
+        responses = [tokens[row, : lengths[row]] for row in rows]
         completions = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
-        return [self.prompts[i] for i in state.prompt_index[rows]], completions
+        return [self.prompts[i] for i in prompt_index[rows]], completions
 
     def observe(self, state: TokenState) -> dict[str, torch.Tensor]:
         return {"input_ids": state.input_ids, "attention_mask": state.attention_mask.to(torch.int8)}
@@ -561,8 +591,7 @@ class TokenVectorEnv(_TokenFace, VectorEnv):
         as_tensors: bool = False,
         **fields: Any,
     ) -> None:
-        if num_envs < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        num_envs = positive_int("num_envs", num_envs)
         self.core = TokenCore(_make_config(config, fields))
         self.num_envs = num_envs
         self.as_tensors = as_tensors
@@ -590,7 +619,8 @@ class TokenVectorEnv(_TokenFace, VectorEnv):
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict]:
         if self._state is None:
             raise RuntimeError("call reset() before step()")
-        state, reward, terminated, result = self.core.step(self._state, self._action_tensor(actions))
+        action, action_host = _token_ids(actions, (self.num_envs,), self.core)
+        state, reward, terminated, result = self.core.step(self._state, action, action_host=action_host)
         info: dict[str, Any] = {
             "ref_logprob": self._output(result["ref_logprob"]),
             "_ref_logprob": np.ones(self.num_envs, bool),
@@ -642,20 +672,6 @@ class TokenVectorEnv(_TokenFace, VectorEnv):
         info |= {"prompt_length": prompt_length, "response_length": response_length}
         return info | {f"_{key}": done for key in list(info)}
 
-    def _action_tensor(self, actions: Any) -> torch.Tensor:
-        if isinstance(actions, torch.Tensor):
-            tensor = actions.to(self.device)
-        else:
-            array = np.asarray(actions)
-            if not np.issubdtype(array.dtype, np.integer):
-                raise ValueError(f"actions must be integer token ids, got dtype {array.dtype}")
-            tensor = torch.as_tensor(array, device=self.device)
-        if tensor.shape != (self.num_envs,):
-            raise ValueError(f"actions must have shape ({self.num_envs},), got {tuple(tensor.shape)}")
-        if tensor.is_floating_point() or tensor.is_complex():
-            raise ValueError(f"actions must be integer token ids, got {tensor.dtype}")
-        return tensor.long()
-
     def _output(self, value: Any) -> Any:
         if self.as_tensors:
             return value
@@ -676,7 +692,9 @@ class TokenEnv(_TokenFace, gym.Env):
     :class:`TokenVectorEnv`'s batched core.
 
     ## Action Space
-    ``Discrete(vocab_size)``: the id of the next token (``vocab_size`` = the model's output width).
+    ``Discrete(vocab_size)``: the id of the next token (``vocab_size`` = the model's output width), an
+    integer of any numpy or torch integer dtype or a Python int. Bools, floats and ids outside the
+    vocabulary raise ``ValueError`` and leave the episode as it was.
 
     ## Observation Space
     ``Dict(input_ids=Box(0, vocab_size - 1, (context_len,), int64), attention_mask=Box(0, 1,
@@ -705,6 +723,9 @@ class TokenEnv(_TokenFace, gym.Env):
     Terminated when the action is EOS (with ``stop_at_eos``); truncated after ``max_new_tokens``
     tokens. The last step's info holds ``prompt``, ``completion`` (decoded, special tokens dropped),
     ``score``, ``prompt_length`` and ``response_length``; every step's info holds ``ref_logprob``.
+    Stepping an episode that has ended raises ``RuntimeError`` (call ``reset()``), as every single
+    env of this suite does. A step happens entirely or not at all: if the reward model raises at
+    the episode's end, the env is as it was before the step, and the step can be retried.
 
     ## Arguments
         config: a :class:`TokenEnvConfig` (model, tokenizer, prompts, reward model, N =
@@ -759,12 +780,9 @@ class TokenEnv(_TokenFace, gym.Env):
     def step(self, action: Any) -> tuple[dict, float, bool, bool, dict]:
         if not self._running:
             raise RuntimeError("call reset() before step(): the episode has ended or not started")
-        array = np.asarray(action)
-        if array.shape != () or not np.issubdtype(array.dtype, np.integer):
-            raise ValueError(f"action must be one integer token id, got {action!r}")
-        action_tensor = torch.as_tensor(array.reshape(1), device=self.core.device)
-        self._state, reward, terminated_tensor, result = self.core.step(self._state, action_tensor)
-        terminated, truncated = bool(terminated_tensor[0]), bool(result["truncated"][0])
+        action_tensor, action_host = _token_ids(action, (), self.core)
+        self._state, reward, _, result = self.core.step(self._state, action_tensor, action_host=action_host)
+        terminated, truncated = bool(result["host_terminated"][0]), bool(result["host_truncated"][0])
         info: dict[str, Any] = {"ref_logprob": float(result["ref_logprob"][0])}
         if terminated or truncated:
             self._running = False
@@ -798,6 +816,36 @@ class TokenEnv(_TokenFace, gym.Env):
 
     def _observation(self) -> dict[str, np.ndarray]:
         return {key: value[0].cpu().numpy() for key, value in self.core.observe(self._state).items()}
+
+
+def _token_ids(
+    actions: Any, shape: tuple[int, ...], core: TokenCore
+) -> tuple[torch.Tensor, np.ndarray | None]:
+    """Token ids of any integer dtype (numpy, torch or Python) of ``shape``: a LongTensor [B] on the
+    core's device, and int64 [B] on the host when they came from there (``None`` for a tensor).
+
+    Bools, floats and complex numbers are refused (``ValueError`` naming the action), as are ids outside
+    the vocabulary given on the host; the core checks those given as tensors.
+    """
+    name = "action" if shape == () else "actions"
+    if isinstance(actions, torch.Tensor):
+        if actions.dtype == torch.bool or actions.is_floating_point() or actions.is_complex():
+            raise ValueError(f"{name} must be integer token ids, got a tensor of {actions.dtype}")
+        if tuple(actions.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {tuple(actions.shape)}")
+        # int64 before any comparison: an int8 id compared with the vocabulary size would overflow.
+        return actions.to(core.device, torch.long).reshape(-1), None
+    try:
+        array = np.asarray(actions)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{name} must be integer token ids, got {actions!r}") from error
+    if array.dtype.kind not in "iu":
+        raise ValueError(f"{name} must be integer token ids, got {actions!r} (dtype {array.dtype})")
+    if array.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {array.shape}")
+    core.check_actions(array)  # in the given dtype: a uint64 id above 2**63 must not wrap around
+    host = array.astype(np.int64).reshape(-1)
+    return torch.as_tensor(host, device=core.device), host
 
 
 def _face_state(face: TokenEnv | TokenVectorEnv, state: TokenState) -> dict[str, Any]:

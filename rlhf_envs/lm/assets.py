@@ -58,4 +58,10 @@ def load_prompts(prompts: Any) -> list[str]:
     for index, prompt in enumerate(loaded):
         if not isinstance(prompt, str):
             raise TypeError(f"prompt {index} is a {type(prompt).__name__}, not a string")
+        try:
+            prompt.encode("utf-8")
+        except UnicodeEncodeError as error:  # a lone surrogate, e.g. from a badly decoded file
+            raise ValueError(
+                f"prompt {index} is not valid Unicode text: {error.reason} at character {error.start}"
+            ) from error
     return loaded

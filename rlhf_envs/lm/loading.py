@@ -19,15 +19,32 @@ __all__ = [
     "check_vocabularies",
     "load_causal_lm",
     "load_tokenizer",
+    "model_location",
     "resolve_model_path",
     "resolve_tokenizer",
 ]
 
 
+def model_location(model: str | Path) -> str:
+    """``model`` as ``from_pretrained`` takes it: a local folder, or a Hugging Face id.
+
+    What can only be a path (a ``Path``, an absolute or ``./`` path, more than one ``/``) must exist:
+    otherwise ``FileNotFoundError`` says so, where the hub client would complain about the id's form.
+    """
+    name = str(model)
+    looks_like_path = (
+        isinstance(model, Path) or name.startswith(("/", "./", "../", "~")) or name.count("/") > 1
+    )
+    if looks_like_path and not Path(name).expanduser().exists():
+        raise FileNotFoundError(f"no such folder: {name} (a model is a local folder or a Hugging Face id)")
+    return str(Path(name).expanduser()) if looks_like_path else name
+
+
 def resolve_model_path(model: str | Path) -> str:
-    """``"embedded"`` becomes the embedded model's folder; any other id or path is returned as a string."""
+    """``"embedded"`` becomes the embedded model's folder; any other id or path goes through
+    :func:`model_location`."""
     if str(model) != "embedded":
-        return str(model)
+        return model_location(model)
     if not (EMBEDDED_LM_DIR / "config.json").is_file():
         raise FileNotFoundError(
             f"the embedded language model is not in {EMBEDDED_LM_DIR} (no config.json); "

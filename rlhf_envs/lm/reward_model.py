@@ -25,7 +25,7 @@ from transformers import (
 
 from rlhf_envs.device import resolve_device
 from rlhf_envs.lm.assets import EMBEDDED_REWARD_MODEL_DIR
-from rlhf_envs.lm.loading import resolve_tokenizer
+from rlhf_envs.lm.loading import model_location, resolve_tokenizer
 from rlhf_envs.lm.tokens import tokenizer_sides
 
 TextRewardFn = Callable[[list[str], list[str]], torch.Tensor]
@@ -63,9 +63,12 @@ def encode_texts(
 
 
 def check_scores(scores: object, batch_size: int) -> torch.Tensor:
-    """Return ``scores`` as float32 of shape [batch_size]; raise ``ValueError`` saying what is wrong."""
+    """Return ``scores`` as float32 of shape [batch_size]; raise ``ValueError`` (``TypeError`` for bool
+    or complex scores) saying what is wrong."""
     if not isinstance(scores, torch.Tensor):
         raise ValueError(f"the reward model must return a torch.Tensor, got {type(scores).__name__}")
+    if scores.dtype == torch.bool or scores.is_complex():
+        raise TypeError(f"the reward model must return real scores, got a tensor of {scores.dtype}")
     if scores.shape != (batch_size,):
         raise ValueError(
             f"the reward model returned shape {tuple(scores.shape)} for {batch_size} completions; "
@@ -99,7 +102,7 @@ class HFRewardModel:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if isinstance(model, str | Path):
             tokenizer = model if tokenizer is None else tokenizer
-            model = AutoModelForSequenceClassification.from_pretrained(str(model))
+            model = AutoModelForSequenceClassification.from_pretrained(model_location(model))
         elif not isinstance(model, PreTrainedModel):
             raise TypeError(f"model must be an id, a path or a PreTrainedModel, got {type(model).__name__}")
         if model.config.num_labels != 1:
