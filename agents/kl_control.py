@@ -8,6 +8,15 @@ so every token's reward is −β (log π − log π_pt) and the last token adds 
 :class:`KLPenalty` turns a rollout's env rewards and log-probabilities into those per-token rewards;
 β comes from a :class:`FixedKLController` or an :class:`AdaptiveKLController` (Ziegler et al. 2019),
 which steers the measured KL towards a target.
+
+The per-token KL is estimated from d = log π(t) − log π_pt(t) of the sampled token t, in one of
+Schulman's (2020) ways (:data:`KL_ESTIMATORS`): ``"k1"`` = d, or ``"k3"`` = exp(−d) − 1 + d (what GRPO
+puts in its loss, TRL's ``per_token_kl``). Both have expectation KL(π ‖ π_pt) under π; k3 is never
+negative and has a lower variance, k1 sums over an episode to the exact log-ratio of the sequence.
+The demo uses k1 (the default): as a *reward*, k1's policy gradient is the gradient of the KL term of
+the objective above, whereas k3 estimates the KL's value but its score-function gradient
+E[∇log π · k3] is not ∇KL (Stiennon et al. and Ziegler et al. penalize the log-ratio). Choose k3 for
+a steadier KL reading (the adaptive controller's input) when that bias is acceptable.
 """
 
 from __future__ import annotations
@@ -20,7 +29,13 @@ import torch
 if TYPE_CHECKING:
     from agents.ppo import PPOConfig
 
-__all__ = ["AdaptiveKLController", "FixedKLController", "KLPenalty", "KLStats"]
+__all__ = ["KL_ESTIMATORS", "AdaptiveKLController", "FixedKLController", "KLPenalty", "KLStats"]
+
+#: Per-token estimators of KL(π ‖ π_pt) from d = log π − log π_pt of the sampled token (see above).
+KL_ESTIMATORS = {
+    "k1": lambda d: d,
+    "k3": lambda d: torch.expm1(-d) + d,
+}
 
 
 class FixedKLController:
@@ -88,6 +103,7 @@ class KLPenalty:
         whiten_rewards: standardize the rewards of the steps that end an episode (mean 0, std 1 over
             the rollout), so that β weighs the KL against a reward of unit scale whatever the reward model.
         device: where the rollout's tensors live.
+        estimator: ``"k1"`` or ``"k3"`` (:data:`KL_ESTIMATORS`), for the penalty and the measured KL alike.
     """
 
     def __init__(
@@ -97,9 +113,13 @@ class KLPenalty:
         num_envs: int,
         whiten_rewards: bool,
         device: torch.device,
+        estimator: str = "k1",
     ) -> None:
+        if estimator not in KL_ESTIMATORS:
+            raise ValueError(f"kl_estimator must be one of {sorted(KL_ESTIMATORS)}, got {estimator!r}")
         self.controller = controller
         self.whiten_rewards = whiten_rewards
+        self.estimator = estimator
         self.kl = torch.zeros(num_steps, num_envs, device=device)
         #: One :class:`KLStats` per rollout, oldest first (for learning curves).
         self.history: list[KLStats] = []
@@ -112,7 +132,9 @@ class KLPenalty:
             if config.kl_target is None
             else AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon)
         )
-        return cls(controller, config.n_steps, num_envs, config.whiten_rewards, device)
+        # The estimator is a token PPO option (agents.token_ppo.TokenPPOConfig); k1 otherwise.
+        estimator = getattr(config, "kl_estimator", "k1")
+        return cls(controller, config.n_steps, num_envs, config.whiten_rewards, device, estimator)
 
     def state_dict(self) -> dict[str, Any]:
         """β as it stands and the rollouts' statistics: what a resumed run continues from."""
@@ -123,8 +145,8 @@ class KLPenalty:
         self.history = list(state["history"])
 
     def record(self, step: int, logprob: torch.Tensor, ref_logprob: torch.Tensor) -> None:
-        """Store log π − log π_pt of the tokens taken at step ``step`` of the rollout."""
-        self.kl[step] = logprob - ref_logprob
+        """Store the KL estimate from log π − log π_pt of the tokens taken at step ``step`` of the rollout."""
+        self.kl[step] = KL_ESTIMATORS[self.estimator](logprob - ref_logprob)
 
     def penalize(self, rewards: torch.Tensor, dones: torch.Tensor) -> torch.Tensor:
         """Shaped rewards [T, B] from the rollout's env rewards and dones; then β is updated."""

@@ -10,6 +10,7 @@ KL penalty −β (log π − log π_pt) and β follows the adaptive controller (
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -17,10 +18,31 @@ import torch
 from torch import nn
 
 from agents.buffers import ColumnRolloutBuffer
-from agents.ppo import PPO
+from agents.kl_control import KL_ESTIMATORS
+from agents.ppo import PPO, PPOConfig
 from agents.token_policy import PackedTokenObservations, TokenActorCritic, token_vector_env
 
-__all__ = ["TOKEN_ENV_PPO_DEFAULTS", "TokenPPO"]
+__all__ = ["TOKEN_ENV_PPO_DEFAULTS", "TokenPPO", "TokenPPOConfig"]
+
+
+@dataclass
+class TokenPPOConfig(PPOConfig):
+    """:class:`agents.PPOConfig` and the options only an LM policy has.
+
+    Args:
+        kl_estimator: the per-token KL estimate of the penalty and of the measured KL, ``"k1"``
+            (log π − log π_pt, the default and the demo's) or ``"k3"`` (see :mod:`agents.kl_control`).
+    """
+
+    kl_estimator: str = "k1"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise ValueError(
+                f"kl_estimator must be one of {sorted(KL_ESTIMATORS)}, got {self.kl_estimator!r}"
+            )
+
 
 #: PPO options for the TokenEnv where they differ from the control envs' defaults (the user's win).
 #: γ = 1 and no bootstrap at truncation: the episode ends at N tokens, where r_φ scores the text;
@@ -54,7 +76,7 @@ class TokenPPO(PPO):
             with ``kl_coef=0``: the agent applies the KL penalty itself.
         device, seed, spaces: as for :class:`agents.PPO` (``spaces`` only travels with a loaded checkpoint).
         policy: default: a :class:`TokenActorCritic` copy of the env's reference model.
-        **config: fields of :class:`agents.PPOConfig`; unset ones take :data:`TOKEN_ENV_PPO_DEFAULTS`.
+        **config: fields of :class:`TokenPPOConfig`; unset ones take :data:`TOKEN_ENV_PPO_DEFAULTS`.
 
     :meth:`save` writes a checkpoint that resumes exactly (``TokenPPO.load(path, env)``);
     :meth:`save_pretrained` writes a Hugging Face model folder::
@@ -63,6 +85,7 @@ class TokenPPO(PPO):
         agent.save_pretrained("fine-tuned")  # AutoModelForCausalLM.from_pretrained("fine-tuned")
     """
 
+    config_class = TokenPPOConfig
     rollout_buffer_class = ColumnRolloutBuffer
 
     def __init__(

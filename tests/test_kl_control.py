@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agents.kl_control import AdaptiveKLController, FixedKLController, KLPenalty
+from agents.kl_control import KL_ESTIMATORS, AdaptiveKLController, FixedKLController, KLPenalty
+from agents.token_ppo import TokenPPOConfig
 
 
 def test_adaptive_controller_raises_beta_above_the_target_and_lowers_it_below():
@@ -51,3 +52,34 @@ def test_whitening_standardizes_the_final_rewards_only():
     torch.testing.assert_close(shaped[0], torch.zeros(3))
     torch.testing.assert_close(shaped[1], torch.tensor([-1.0, 0.0, 1.0]), atol=1e-6, rtol=0)
     assert penalty.history[-1].score == pytest.approx(20.0)  # the raw score is reported
+
+
+def test_k1_and_k3_estimate_the_same_kl_and_k3_is_never_negative():
+    """Both estimators have expectation KL(π ‖ π_pt) under samples of π; k3 = exp(−d) − 1 + d ≥ 0 has
+    the lower variance for nearby distributions (Schulman 2020)."""
+    generator = torch.Generator().manual_seed(0)
+    ref_logits = torch.randn(50, generator=generator)
+    logits = ref_logits + 0.3 * torch.randn(50, generator=generator)
+    log_pi, log_ref = logits.log_softmax(-1), ref_logits.log_softmax(-1)
+    exact = (log_pi.exp() * (log_pi - log_ref)).sum()
+    tokens = torch.multinomial(log_pi.exp(), 200_000, replacement=True, generator=generator)
+    estimates = {}
+    for name in KL_ESTIMATORS:
+        penalty = KLPenalty(FixedKLController(0.0), 1, len(tokens), False, "cpu", estimator=name)
+        penalty.record(0, log_pi[tokens], log_ref[tokens])
+        estimates[name] = penalty.kl[0]
+    for name, values in estimates.items():
+        assert values.mean().item() == pytest.approx(exact.item(), rel=0.03), name
+    assert (estimates["k3"] >= 0).all() and (estimates["k1"] < 0).any()
+    assert estimates["k3"].var() < 0.5 * estimates["k1"].var()
+    torch.testing.assert_close(estimates["k3"], torch.expm1(-estimates["k1"]) + estimates["k1"])
+
+
+def test_the_estimator_is_a_token_ppo_option():
+    with pytest.raises(ValueError, match="kl_estimator"):
+        KLPenalty(FixedKLController(0.1), 1, 1, False, "cpu", estimator="k2")
+    with pytest.raises(ValueError, match="kl_estimator"):
+        TokenPPOConfig(kl_estimator="k2")
+    config = TokenPPOConfig(kl_coef=0.1, kl_estimator="k3")
+    assert KLPenalty.from_config(config, num_envs=2, device="cpu").estimator == "k3"
+    assert KLPenalty.from_config(TokenPPOConfig(kl_coef=0.1), 2, "cpu").estimator == "k1"
