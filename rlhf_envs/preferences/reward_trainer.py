@@ -26,8 +26,9 @@ from rlhf_envs.lm.assets import DEFAULT_PROMPTS_FILE, EMBEDDED_REWARD_MODEL_DIR,
 from rlhf_envs.lm.loading import load_causal_lm, resolve_model_path, resolve_tokenizer
 from rlhf_envs.lm.reward_model import encode_texts
 from rlhf_envs.lm.tokens import tokenizer_sides
-from rlhf_envs.preferences.text import TextPreferenceStore, load_text_preferences
+from rlhf_envs.preferences.text import TextPreferenceStore
 from rlhf_envs.preferences.text_labelers import SyntheticTextLabeler, collect_text_preferences
+from rlhf_envs.preferences.trl_formats import MARGIN, load_trl_preferences
 from rlhf_envs.rewards.bradley_terry import bradley_terry_loss
 
 __all__ = [
@@ -50,12 +51,22 @@ class RewardTrainerConfig:
     eval_fraction: float = 0.1  # held out when no eval_dataset is given
     seed: int = 0
     device: str = "auto"
+    # TRL's reward centring: adds c · mean((r_chosen + r_rejected)²), pulling the rewards to zero mean
+    # (Eisenstein et al. 2023); TRL recommends 0.01. None: off.
+    center_rewards_coefficient: float | None = None
+    # Fit −log σ(r_chosen − r_rejected − margin) with the margin column when the data has one (TRL's
+    # convention: a clearer preference asks a larger gap). False: ignore the column.
+    use_margin: bool = True
 
     def __post_init__(self) -> None:
         if self.learning_rate <= 0 or self.num_epochs < 1 or self.batch_size < 1 or self.max_length < 2:
             raise ValueError(f"learning_rate, num_epochs, batch_size and max_length must be positive: {self}")
         if not 0 < self.eval_fraction < 1:
             raise ValueError(f"eval_fraction must be in (0, 1), got {self.eval_fraction}")
+        if self.center_rewards_coefficient is not None and not self.center_rewards_coefficient >= 0:
+            raise ValueError(
+                f"center_rewards_coefficient must be >= 0, got {self.center_rewards_coefficient}"
+            )
 
 
 class RewardModelTrainer:
@@ -65,7 +76,9 @@ class RewardModelTrainer:
         model: ``"embedded"``, a causal-LM or sequence-classification id or path (a fresh scalar head
             is put on its backbone), or a sequence-classification ``PreTrainedModel`` with ``num_labels=1``.
         tokenizer: its tokenizer (object, id or path); ``None`` loads the model's own.
-        train_dataset: comparisons in TRL's format: a ``datasets.Dataset`` or a JSONL file.
+        train_dataset: comparisons in any of TRL's forms (explicit or implicit prompt, standard or
+            conversational; see :func:`~rlhf_envs.preferences.trl_formats.load_trl_preferences`): a
+            ``datasets.Dataset``, a file or a dataset name; a ``margin`` column is used as TRL does.
         eval_dataset: held-out comparisons; ``None`` holds out ``config.eval_fraction`` of the training set.
         config: hyper-parameters.
     """
@@ -94,12 +107,15 @@ class RewardModelTrainer:
         self.tokenizer = resolve_tokenizer(model, tokenizer)
         model.config.pad_token_id = self.tokenizer.pad_token_id
         self.model = model.to(self.device)
-        dataset = load_text_preferences(train_dataset)
+        dataset = load_trl_preferences(train_dataset, self.tokenizer)
         if eval_dataset is None:
             split = dataset.train_test_split(test_size=self.config.eval_fraction, seed=self.config.seed)
             self.train_dataset, self.eval_dataset = split["train"], split["test"]
         else:
-            self.train_dataset, self.eval_dataset = dataset, load_text_preferences(eval_dataset)
+            self.train_dataset, self.eval_dataset = (
+                dataset,
+                load_trl_preferences(eval_dataset, self.tokenizer),
+            )
         if len(self.train_dataset) == 0 or len(self.eval_dataset) == 0:
             raise ValueError("both the training and the held-out set need at least one comparison")
 
@@ -109,6 +125,16 @@ class RewardModelTrainer:
         encoded = encode_texts(self.tokenizer, prompts, completions, self.config.max_length, self.device)
         scores = self.model(**encoded).logits[:, 0].float()
         return scores.chunk(2)
+
+    def _loss(self, batch: dict[str, list], chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
+        """Bradley–Terry loss, less each pair's margin when used, plus the centring term when on."""
+        gap_target = chosen
+        if self.config.use_margin and MARGIN in batch:
+            gap_target = chosen - torch.tensor(batch[MARGIN], dtype=chosen.dtype, device=chosen.device)
+        loss = bradley_terry_loss(gap_target, rejected, torch.ones_like(chosen))
+        if self.config.center_rewards_coefficient is not None:
+            loss = loss + self.config.center_rewards_coefficient * ((chosen + rejected) ** 2).mean()
+        return loss
 
     def train(self) -> dict[str, float]:
         """Fit the model; returns the last epoch's training loss and the held-out loss and accuracy."""
@@ -125,8 +151,7 @@ class RewardModelTrainer:
             total = 0.0
             for step in tqdm(range(steps), desc=f"reward model epoch {epoch + 1}", leave=False):
                 batch = self.train_dataset[order[step * config.batch_size : (step + 1) * config.batch_size]]
-                chosen, rejected = self._scores(batch)
-                loss = bradley_terry_loss(chosen, rejected, torch.ones_like(chosen))
+                loss = self._loss(batch, *self._scores(batch))
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -137,15 +162,23 @@ class RewardModelTrainer:
 
     @torch.no_grad()
     def evaluate(self, dataset: Dataset | str | Path | None = None) -> dict[str, float]:
-        """Bradley–Terry loss and accuracy (share of pairs where chosen outscores rejected)."""
-        dataset = self.eval_dataset if dataset is None else load_text_preferences(dataset)
+        """The training loss (with margin and centring as configured), accuracy (share of pairs where
+        chosen outscores rejected) and mean reward."""
+        dataset = self.eval_dataset if dataset is None else load_trl_preferences(dataset, self.tokenizer)
         self.model.eval()
-        losses, correct = [], 0
+        losses, rewards, correct = [], [], 0
         for start in range(0, len(dataset), self.config.batch_size):
-            chosen, rejected = self._scores(dataset[start : start + self.config.batch_size])
-            losses.append(bradley_terry_loss(chosen, rejected, torch.ones_like(chosen)).item() * len(chosen))
+            batch = dataset[start : start + self.config.batch_size]
+            chosen, rejected = self._scores(batch)
+            losses.append(self._loss(batch, chosen, rejected).item() * len(chosen))
+            rewards += [chosen, rejected]
             correct += int((chosen > rejected).sum())
-        return {"loss": sum(losses) / len(dataset), "accuracy": correct / len(dataset)}
+        mean_reward = torch.cat(rewards).mean().item()
+        return {
+            "loss": sum(losses) / len(dataset),
+            "accuracy": correct / len(dataset),
+            "mean_reward": mean_reward,
+        }
 
     def save(self, path: str | Path, half: bool = True) -> None:
         """``save_pretrained`` the model (in float16 when ``half``) and its tokenizer to ``path``."""
@@ -251,11 +284,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--beta", type=float, default=10.0, help="rationality of the synthetic labeler")
     for field in dataclasses.fields(RewardTrainerConfig):
-        parser.add_argument(
-            f"--{field.name.replace('_', '-')}",
-            type=type(getattr(defaults, field.name)),
-            default=getattr(defaults, field.name),
-        )
+        default = getattr(defaults, field.name)
+        flag = f"--{field.name.replace('_', '-')}"
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        else:  # a None default is an optional float (center_rewards_coefficient)
+            parser.add_argument(flag, type=float if default is None else type(default), default=default)
 
 
 def run(args: argparse.Namespace) -> int:
