@@ -343,3 +343,16 @@ def test_one_config_for_both_faces_and_gym_make_keywords(lm, tokenizer):
         TokenEnv(lm)
     with pytest.raises(ValueError, match="max_new_tokens"):
         TokenEnvConfig(max_new_tokens=0)
+
+
+def test_a_half_precision_checkpoint_loads_in_float32(lm, tokenizer, tmp_path):
+    """transformers 5 keeps a checkpoint's dtype; a policy copied from a bf16 reference would train in
+    bf16. A model given by path loads in float32; a loaded model keeps its own dtype."""
+    lm.to(torch.bfloat16).save_pretrained(tmp_path)
+    lm.float()
+    tokenizer.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["dtype"] == "bfloat16"
+    env = make_env(str(tmp_path), tokenizer)
+    assert env.reference_model.dtype == torch.float32
+    half = tiny_lm(tokenizer).to(torch.bfloat16)
+    assert make_env(half, tokenizer).reference_model.dtype == torch.bfloat16

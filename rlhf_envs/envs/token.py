@@ -31,6 +31,7 @@ from rlhf_envs.device import resolve_device
 from rlhf_envs.envs.arguments import boolean, positive_int, real
 from rlhf_envs.envs.batched import BatchedCore, check_face_state, numpy_rng_from_state, numpy_rng_state
 from rlhf_envs.lm.assets import DEFAULT_PROMPTS_FILE, load_prompts
+from rlhf_envs.lm.cache import WindowLayer
 from rlhf_envs.lm.loading import load_causal_lm
 from rlhf_envs.lm.reward_model import RewardModelSpec, TextRewardFn, check_scores, resolve_reward_model
 from rlhf_envs.lm.tokens import position_ids, token_logprobs
@@ -47,7 +48,9 @@ class TokenEnvConfig:
 
     Args:
         model: the frozen reference policy π_pt: ``"embedded"`` (the default LM shipped with the
-            package), a Hugging Face causal-LM id or local folder, or a loaded ``PreTrainedModel``.
+            package), a Hugging Face causal-LM id or local folder (loaded in float32, whatever the
+            checkpoint's dtype, so that a policy copied from it trains in float32), or a loaded
+            ``PreTrainedModel``, used in its own dtype (e.g. bf16 on a GPU).
         tokenizer: its tokenizer (object, id or path); ``None`` loads the model's own. A tokenizer
             whose vocabulary does not fit the model raises ``ValueError``.
         prompts: a list of strings, a text file (one prompt a line), a JSONL file (a ``prompt``
@@ -95,80 +98,6 @@ def _make_config(config: TokenEnvConfig | None, fields: dict[str, Any]) -> Token
     return dataclasses.replace(config, **fields)
 
 
-class _WindowLayer(DynamicLayer):
-    """A KV-cache layer over a sliding window of ``width`` columns in a preallocated buffer.
-
-    HF's ``DynamicLayer`` concatenates (a copy of the whole cache) on every step; this one writes
-    the new column in place and hands attention a view. The buffer holds two windows, so the window
-    slides with a copy of one window every ``width`` steps. The view covers only the window's last
-    columns that some episode still attends to, so attention skips the columns dead in every row.
-    """
-
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, width: int) -> None:
-        super().__init__()
-        shape = (*keys.shape[:2], 2 * width, keys.shape[3])
-        self.key_buffer = keys.new_zeros(shape)
-        self.value_buffer = values.new_zeros(shape)
-        self.width = width
-        self.start = 0
-        self.is_initialized = True
-        self.write(slice(None), keys, values)
-
-    def write(self, rows: slice | torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> None:
-        """Put a prefill's keys and values (right-aligned) into the window of ``rows``."""
-        columns = slice(self.start + self.width - keys.shape[2], self.start + self.width)
-        self.key_buffer[rows, :, columns] = keys
-        self.value_buffer[rows, :, columns] = values
-        self._view(self.start + self.width, self.width)
-
-    def slide(self, live: int) -> None:
-        """Drop the oldest column, leaving ``width - 1`` columns for the next token, of which the
-        last ``live`` are viewed."""
-        self.start += 1
-        if self.start + self.width > self.key_buffer.shape[2]:
-            kept = slice(self.start, self.start + self.width - 1)
-            # start > width: the kept columns and their destination do not overlap.
-            self.key_buffer[:, :, : self.width - 1] = self.key_buffer[:, :, kept]
-            self.value_buffer[:, :, : self.width - 1] = self.value_buffer[:, :, kept]
-            self.start = 0
-        self._view(self.start + self.width - 1, live)
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        new = key_states.shape[2]
-        self.key_buffer[:, :, self.end : self.end + new] = key_states
-        self.value_buffer[:, :, self.end : self.end + new] = value_states
-        self._view(self.end + new, self.keys.shape[2] + new)
-        return self.keys, self.values
-
-    def _view(self, end: int, length: int) -> None:
-        self.end = end
-        self.keys = self.key_buffer[:, :, end - length : end]
-        self.values = self.value_buffer[:, :, end - length : end]
-
-    def state_dict(self) -> dict[str, Any]:
-        """A copy of the buffers and the window's place in them."""
-        return {
-            "key_buffer": self.key_buffer.clone(),
-            "value_buffer": self.value_buffer.clone(),
-            "width": self.width,
-            "start": self.start,
-            "end": self.end,
-            "length": self.keys.shape[2],
-        }
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any], device: torch.device) -> _WindowLayer:
-        """Inverse of :meth:`state_dict`."""
-        layer = cls.__new__(cls)
-        DynamicLayer.__init__(layer)
-        layer.key_buffer = state["key_buffer"].to(device).clone()
-        layer.value_buffer = state["value_buffer"].to(device).clone()
-        layer.width, layer.start = state["width"], state["start"]
-        layer.is_initialized = True
-        layer._view(state["end"], state["length"])
-        return layer
-
-
 @dataclass
 class TokenState:
     """The explicit state of B decoding episodes, what :class:`TokenCore` steps.
@@ -186,9 +115,11 @@ class TokenState:
     positions: torch.Tensor
     #: [B, vocab] float32 logits of π_pt for the next token.
     next_logits: torch.Tensor
-    #: π_pt's keys and values of exactly the window (one ``_WindowLayer`` per layer).
+    #: π_pt's keys and values of exactly the window (one ``WindowLayer`` per layer).
     cache: DynamicCache
-    #: [B] tokens generated so far; on the host, so a step decides which episodes end without a sync.
+    #: [B] tokens generated so far, on the device: the truncation flags need no upload.
+    generated: torch.Tensor
+    #: [B] the same on the host, so a step decides which episodes end without a sync.
     response_length: np.ndarray
     #: [B, max_new_tokens] the tokens generated so far, on the host: the texts for the reward model
     #: need no read from the device.
@@ -200,7 +131,7 @@ class TokenState:
 
     def state_dict(self) -> dict[str, Any]:
         """A copy of the state, cache included."""
-        tensors = ("input_ids", "attention_mask", "positions", "next_logits")
+        tensors = ("input_ids", "attention_mask", "positions", "next_logits", "generated")
         arrays = ("response_length", "response_tokens", "prompt_index", "prompt_length")
         state: dict[str, Any] = {name: getattr(self, name).clone() for name in tensors}
         state |= {name: getattr(self, name).copy() for name in arrays}
@@ -211,10 +142,10 @@ class TokenState:
     def from_state(cls, state: dict[str, Any], device: torch.device) -> TokenState:
         """Inverse of :meth:`state_dict`, on ``device``."""
         cache = DynamicCache()
-        cache.layers = [_WindowLayer.from_state(layer, device) for layer in state["cache"]]
+        cache.layers = [WindowLayer.from_state(layer, device) for layer in state["cache"]]
         tensors = {
             name: state[name].to(device).clone()
-            for name in ("input_ids", "attention_mask", "positions", "next_logits")
+            for name in ("input_ids", "attention_mask", "positions", "next_logits", "generated")
         }
         names = ("response_length", "response_tokens", "prompt_index", "prompt_length")
         arrays = {name: state[name].copy() for name in names}
@@ -320,6 +251,7 @@ class TokenCore(BatchedCore):
             positions=torch.zeros(num_envs, dtype=torch.long, device=self.device),
             next_logits=torch.zeros(num_envs, self.vocab_size, device=self.device),
             cache=DynamicCache(),
+            generated=torch.zeros(num_envs, dtype=torch.long, device=self.device),
             response_length=np.zeros(num_envs, dtype=np.int64),
             response_tokens=np.zeros((num_envs, self.max_new_tokens), dtype=np.int64),
             prompt_index=np.zeros(num_envs, dtype=np.int64),
@@ -342,8 +274,7 @@ class TokenCore(BatchedCore):
     @torch.inference_mode()
     def _start(self, state: TokenState, rows: np.ndarray, prompt_index: np.ndarray) -> None:
         """Start episodes in ``rows`` with the prompts ``prompt_index``: one prefill forward pass."""
-        rows_t = torch.as_tensor(rows, device=self.device)
-        index_t = torch.as_tensor(prompt_index, device=self.device)
+        rows_t, index_t = torch.as_tensor(np.stack([rows, prompt_index]), device=self.device)  # one upload
         # Prefill only the columns that one of these prompts reaches.
         width = int(self._prompt_lengths_host[prompt_index].max())
         ids = self.prompt_ids[index_t, -width:]
@@ -365,6 +296,7 @@ class TokenCore(BatchedCore):
         state.attention_mask = state.attention_mask.index_copy(0, rows_t, window_mask)
         state.positions[rows_t] = positions[:, -1] + 1
         state.next_logits[rows_t] = output.logits[:, -1].float()
+        state.generated[rows_t] = 0
         state.response_length[rows] = 0
         state.prompt_index[rows] = prompt_index
         state.prompt_length[rows] = self._prompt_lengths_host[prompt_index]
@@ -380,7 +312,7 @@ class TokenCore(BatchedCore):
             # Every episode starts: the prefill's keys and values seed fresh window buffers.
             state.cache = DynamicCache()
             state.cache.layers = [
-                _WindowLayer(layer.keys, layer.values, self.context_len) for layer in prefill.layers
+                WindowLayer(layer.keys, layer.values, self.context_len) for layer in prefill.layers
             ]
             return
         for layer, fresh in zip(state.cache.layers, prefill.layers, strict=True):
@@ -394,6 +326,11 @@ class TokenCore(BatchedCore):
             raise ValueError(
                 f"action {action[invalid][0]} is outside the vocabulary: Discrete({self.vocab_size})"
             )
+
+    def actions_to_host(self, action: torch.Tensor) -> np.ndarray:
+        """The one host sync of a step, when the actions come as a tensor: their ids, from which the
+        host checks the range, finds EOS, decides which episodes end and decodes their texts."""
+        return action.cpu().numpy()
 
     @torch.inference_mode()
     def step(
@@ -412,13 +349,14 @@ class TokenCore(BatchedCore):
 
         Returns ``(state, reward, terminated, info)``: reward float32 [B] and terminated bool [B]
         on the device; ``info`` holds ``ref_logprob`` (float32 [B]) and ``truncated`` (bool [B]) on
-        the device, the same flags on the host (``host_terminated``, ``host_truncated``), ``done``
-        (bool [B] on the host, for :meth:`restart`), ``done_rows`` (its indices) and, for those
-        episodes, ``prompts``, ``completions`` (lists of str) and ``scores`` (float32 on the device).
+        the device, the actions and flags on the host (``host_action``, ``host_terminated``,
+        ``host_truncated``), ``done`` (bool [B] on the host, for :meth:`restart`), ``done_rows``
+        (its indices) and, when some episode ended, ``prompts``, ``completions`` (lists of str,
+        for ``done_rows``) and ``score`` (float32 [B] on the device, 0 where no episode ended).
         Decoding draws nothing: ``generator`` is not used.
         """
         if action_host is None:
-            action_host = action.cpu().numpy()
+            action_host = self.actions_to_host(action)
         self.check_actions(action_host)
         terminated_host = (
             action_host == self.eos_token_id if self.stop_at_eos else np.zeros(len(action_host), bool)
@@ -434,10 +372,13 @@ class TokenCore(BatchedCore):
                 state.prompt_index, response_tokens, response_length, done_rows
             )
             scores = check_scores(self.reward_model(prompts, completions), len(done_rows)).to(self.device)
+            done_rows_t = torch.as_tensor(done_rows, device=self.device)
+            score = torch.zeros(len(done), device=self.device).index_put_((done_rows_t,), scores)
 
         # Nothing can fail from here on: commit the step.
         ref_logprob = token_logprobs(state.next_logits, action)
         state.response_length, state.response_tokens = response_length, response_tokens
+        state.generated = state.generated + 1
         state.input_ids = torch.cat([state.input_ids[:, 1:], action[:, None]], dim=1)
         state.attention_mask = torch.nn.functional.pad(state.attention_mask[:, 1:], (0, 1), value=1)
         if len(done_rows) < len(done):  # a step where every episode ends needs no next-token logits
@@ -447,7 +388,7 @@ class TokenCore(BatchedCore):
                 layer.slide(live - 1)
             output = self.model(
                 input_ids=action[:, None],
-                attention_mask=state.attention_mask[:, -live:],
+                attention_mask=self._decoding_mask(state.attention_mask[:, -live:]),
                 position_ids=state.positions[:, None],
                 cache=state.cache,
                 use_cache=True,
@@ -455,19 +396,39 @@ class TokenCore(BatchedCore):
             state.next_logits = output.logits[:, -1].float()
         state.positions += 1
 
+        # Flags from device tensors: uploading the host's copies would cost two more syncs.
+        terminated = (
+            action == self.eos_token_id if self.stop_at_eos else torch.zeros_like(action, dtype=torch.bool)
+        )
         reward = self.kl_coef * ref_logprob if self.kl_coef else torch.zeros_like(ref_logprob)
         info: dict[str, Any] = {
             "ref_logprob": ref_logprob,
-            "truncated": torch.as_tensor(truncated_host, device=self.device),
+            "truncated": (state.generated >= self.max_new_tokens) & ~terminated,
+            "host_action": action_host,
             "host_terminated": terminated_host,
             "host_truncated": truncated_host,
             "done": done,
             "done_rows": done_rows,
         }
         if len(done_rows):
-            reward[torch.as_tensor(done_rows, device=self.device)] += scores
-            info.update(prompts=prompts, completions=completions, scores=scores)
-        return state, reward, torch.as_tensor(terminated_host, device=self.device), info
+            reward = reward + score
+            info.update(prompts=prompts, completions=completions, score=score)
+        return state, reward, terminated, info
+
+    def _decoding_mask(self, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The attention mask [B, L] of a one-token step, as the model's attention takes it.
+
+        Given a 2-D mask, transformers checks on the host whether it has padding (a sync per step);
+        a prepared 4-D mask ([B, 1, 1, L]: boolean for SDPA, additive for eager) is used as it is.
+        """
+        implementation = getattr(self.model.config, "_attn_implementation", None)
+        if implementation == "sdpa":
+            return attention_mask.bool()[:, None, None, :]
+        if implementation == "eager":
+            minimum = torch.finfo(self.model.dtype).min
+            additive = (1 - attention_mask[:, None, None, :].to(self.model.dtype)) * minimum
+            return additive
+        return attention_mask
 
     def texts(self, state: TokenState, rows: np.ndarray) -> tuple[list[str], list[str]]:
         """The prompts and the continuations so far (special tokens dropped) of episodes ``rows``."""
@@ -545,8 +506,17 @@ class TokenVectorEnv(_TokenFace, VectorEnv):
     ## Description
     The vector form of :class:`TokenEnv` (see its docstring for the MDP). With ``as_tensors=True``
     actions can be, and observations, rewards, flags and per-step infos are, torch tensors on the
-    device, so a policy that samples on the GPU never copies to the host (only each step's EOS flags
-    and, when an episode ends, its tokens for the reward model go there); otherwise they are numpy.
+    device; otherwise they are numpy.
+
+    ## Host syncs
+    A step of the tensor face makes one blocking host sync: the copy of the B action ids to the
+    host (:meth:`TokenCore.actions_to_host`), which checks their range, finds EOS, decides which
+    episodes end and keeps the texts for the reward model; flags, rewards and log-probs stay on the
+    device, and the one-token forward gets a prepared 4-D attention mask (a 2-D one makes
+    transformers check it for padding on the host). A step that ends episodes also pays the reward
+    model's transfers (texts in, scores out) and the upload of the restarted rows' prompts. The
+    numpy face uploads the actions and downloads its outputs; the single :class:`TokenEnv` uploads
+    its action and downloads one stack of numbers, building its observation on the host.
 
     ## Autoreset
     Gymnasium's ``SAME_STEP`` mode: a finished episode restarts in the same step. Then
@@ -663,12 +633,10 @@ class TokenVectorEnv(_TokenFace, VectorEnv):
         prompts = np.full(self.num_envs, None, dtype=object)
         completions = np.full(self.num_envs, None, dtype=object)
         prompts[rows], completions[rows] = result["prompts"], result["completions"]
-        scores = torch.zeros(self.num_envs, device=self.device)
-        scores[torch.as_tensor(rows, device=self.device)] = result["scores"]
         prompt_length = np.zeros(self.num_envs, dtype=np.int64)
         prompt_length[rows] = state.prompt_length[rows]
         response_length = np.where(done, state.response_length, 0)
-        info = {"prompt": prompts, "completion": completions, "score": self._output(scores)}
+        info = {"prompt": prompts, "completion": completions, "score": self._output(result["score"])}
         info |= {"prompt_length": prompt_length, "response_length": response_length}
         return info | {f"_{key}": done for key in list(info)}
 
@@ -769,12 +737,14 @@ class TokenEnv(_TokenFace, gym.Env):
         self.observation_space = self.core.observation_space
         self.action_space = self.core.action_space
         self._state: TokenState | None = None
+        self._obs: dict[str, np.ndarray] = {}
         self._running = False
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
         super().reset(seed=seed)
         self._state = self.core.reset(1, [self.np_random])
         self._running = True
+        self._obs = self._download_observation()
         return self._observation(), {"prompt": self.core.prompts[int(self._state.prompt_index[0])]}
 
     def step(self, action: Any) -> tuple[dict, float, bool, bool, dict]:
@@ -783,17 +753,26 @@ class TokenEnv(_TokenFace, gym.Env):
         action_tensor, action_host = _token_ids(action, (), self.core)
         self._state, reward, _, result = self.core.step(self._state, action_tensor, action_host=action_host)
         terminated, truncated = bool(result["host_terminated"][0]), bool(result["host_truncated"][0])
-        info: dict[str, Any] = {"ref_logprob": float(result["ref_logprob"][0])}
-        if terminated or truncated:
+        ended = terminated or truncated
+        # One download a step: the reward, log π_pt and (at the end) the score together.
+        values = [reward[0], result["ref_logprob"][0], *([result["score"][0]] if ended else [])]
+        reward_value, ref_logprob, *score = torch.stack(values).tolist()
+        info: dict[str, Any] = {"ref_logprob": ref_logprob}
+        if ended:
             self._running = False
             info |= {
                 "prompt": result["prompts"][0],
                 "completion": result["completions"][0],
-                "score": float(result["scores"][0]),
+                "score": score[0],
                 "prompt_length": int(self._state.prompt_length[0]),
                 "response_length": int(self._state.response_length[0]),
             }
-        return self._observation(), float(reward[0]), terminated, truncated, info
+        # The window shifts in the new token: the host builds it from the action it has, no download.
+        self._obs = {
+            "input_ids": np.append(self._obs["input_ids"][1:], result["host_action"]),
+            "attention_mask": np.append(self._obs["attention_mask"][1:], np.int8(1)),
+        }
+        return self._observation(), reward_value, terminated, truncated, info
 
     def render(self) -> str | None:
         if self.render_mode != "ansi" or self._state is None:
@@ -813,8 +792,13 @@ class TokenEnv(_TokenFace, gym.Env):
         kind of device; raises ``ValueError`` otherwise."""
         self._state = _load_face_state(self, state, 1)
         self._running = state["running"]
+        self._obs = self._download_observation()
 
     def _observation(self) -> dict[str, np.ndarray]:
+        """A copy of the current observation: what the caller does with it cannot change the next one."""
+        return {key: value.copy() for key, value in self._obs.items()}
+
+    def _download_observation(self) -> dict[str, np.ndarray]:
         return {key: value[0].cpu().numpy() for key, value in self.core.observe(self._state).items()}
 
 

@@ -110,14 +110,21 @@ def load_causal_lm(
     model: str | Path | PreTrainedModel = "embedded",
     tokenizer: str | Path | PreTrainedTokenizerBase | None = None,
     device: str | torch.device = "auto",
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Return ``(model, tokenizer)`` with the model in eval mode on ``device``.
+
+    A model loaded by name or path gets ``dtype`` weights, float32 by default whatever dtype the
+    checkpoint was saved in (transformers 5 would keep a bf16/fp16 checkpoint's): a policy trained
+    from it needs float32 master weights (Adam's steps at lr 1e-5 round away in bf16, and fp16 has
+    no grad scaler here). Ask for another dtype, or pass a loaded model, which keeps its own.
 
     Args:
         model: ``"embedded"`` (the default LM shipped in ``rlhf_envs/lm/default``), a Hugging Face
             model id or local folder, or an already loaded ``PreTrainedModel`` (moved, not copied).
         tokenizer: a tokenizer, an id or path to load one from, or ``None`` to load the model's own.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``...
+        dtype: the weights' dtype of a model loaded by name or path.
 
     Raises:
         ValueError: when the tokenizer's vocabulary does not fit the model's.
@@ -126,7 +133,7 @@ def load_causal_lm(
     if isinstance(model, PreTrainedModel):
         loaded = model
     elif isinstance(model, str | Path):
-        loaded = AutoModelForCausalLM.from_pretrained(resolve_model_path(model))
+        loaded = AutoModelForCausalLM.from_pretrained(resolve_model_path(model), dtype=dtype)
         tokenizer = model if tokenizer is None else tokenizer
     else:
         raise TypeError(
