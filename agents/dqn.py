@@ -31,12 +31,28 @@ from agents.policies import BranchingQNetwork, observation_batch, observation_si
 from agents.schedules import LinearSchedule, Schedule, value_at
 
 
-def bins_to_box(indices: torch.Tensor, space: gym.spaces.Box, bins: int) -> torch.Tensor:
-    """Bin indices [B, D] (each in [0, bins)) as the evenly spaced Box actions they stand for, [B, *shape]."""
-    low = torch.as_tensor(space.low, dtype=torch.float32, device=indices.device).reshape(-1)
-    high = torch.as_tensor(space.high, dtype=torch.float32, device=indices.device).reshape(-1)
-    actions = low + indices.float() * (high - low) / (bins - 1)
-    return actions.reshape(indices.shape[0], *space.shape)
+class BoxBins:
+    """Bin indices [B, D] (each in [0, bins)) as the evenly spaced Box actions they stand for, [B, *shape]:
+    bin i of a dimension is ``low + i (high − low) / (bins − 1)``. The bounds are on ``device`` once.
+    """
+
+    def __init__(self, space: gym.spaces.Box, bins: int, device: torch.device) -> None:
+        bounded = (
+            isinstance(space, gym.spaces.Box)
+            and np.isfinite(space.low).all()
+            and np.isfinite(space.high).all()
+        )
+        if not bounded:
+            raise ValueError(f"discretizing actions needs a bounded Box action space, got {space}")
+        if bins < 2:
+            raise ValueError(f"action_bins must be >= 2, got {bins}")
+        self.shape, self.bins = space.shape, bins
+        self.low = torch.as_tensor(space.low, dtype=torch.float32, device=device).reshape(-1)
+        high = torch.as_tensor(space.high, dtype=torch.float32, device=device).reshape(-1)
+        self.step = (high - self.low) / (bins - 1)
+
+    def __call__(self, indices: torch.Tensor) -> torch.Tensor:
+        return (self.low + indices.float() * self.step).reshape(indices.shape[0], *self.shape)
 
 
 def action_heads(space: gym.Space, bins: int) -> tuple[int, int]:
@@ -58,27 +74,16 @@ def action_heads(space: gym.Space, bins: int) -> tuple[int, int]:
 
 
 class DiscretizeActions(VectorActionWrapper):
-    """A Box-action vector env as a ``MultiDiscrete([bins] * D)`` one: bin i of a dimension is
-    ``low + i (high − low) / (bins − 1)``, so the bounds and (for odd ``bins``) their midpoint are actions.
-    """
+    """A Box-action vector env as a ``MultiDiscrete([bins] * D)`` one, the bins given by :class:`BoxBins`:
+    the bounds and (for odd ``bins``) their midpoint are actions."""
 
-    def __init__(self, env: VectorEnv, bins: int) -> None:
+    def __init__(self, env: VectorEnv, bins: BoxBins) -> None:
         super().__init__(env)
-        space = env.single_action_space
-        bounded = (
-            isinstance(space, gym.spaces.Box)
-            and np.isfinite(space.low).all()
-            and np.isfinite(space.high).all()
-        )
-        if not bounded:
-            raise ValueError(f"DiscretizeActions needs a bounded Box action space, got {space}")
-        if bins < 2:
-            raise ValueError(f"action_bins must be >= 2, got {bins}")
-        self.box, self.bins = space, bins
-        self.single_action_space = gym.spaces.MultiDiscrete([bins] * math.prod(space.shape))
+        self.bins = bins
+        self.single_action_space = gym.spaces.MultiDiscrete([bins.bins] * math.prod(bins.shape))
 
     def actions(self, actions: torch.Tensor) -> torch.Tensor:
-        return bins_to_box(actions, self.box, self.bins)
+        return self.bins(actions)
 
 
 @dataclass
@@ -172,8 +177,11 @@ class DQN(BaseAlgorithm):
         super().__init__(env, device, seed, config, spaces)
         cfg = self.config
         self.num_branches, self.num_bins = action_heads(self.action_space, cfg.action_bins)
-        if self.env is not None and isinstance(self.action_space, gym.spaces.Box):
-            self.env = DiscretizeActions(self.env, cfg.action_bins)
+        self.box_bins = None
+        if isinstance(self.action_space, gym.spaces.Box):
+            self.box_bins = BoxBins(self.action_space, cfg.action_bins, self.device)
+            if self.env is not None:
+                self.env = DiscretizeActions(self.env, self.box_bins)
         observation_size(self.observation_space)  # raises a ValueError naming an unsupported space
         self.gamma = self._discount(cfg.gamma)
 
@@ -305,8 +313,8 @@ class DQN(BaseAlgorithm):
         obs_tensor, single = observation_batch(obs, self.observation_space, self.device)
         epsilon = 0.0 if deterministic else value_at(self.config.exploration, 1.0)
         actions = self._epsilon_greedy(self._prepare_observation(obs_tensor, update=False), epsilon)
-        if isinstance(self.action_space, gym.spaces.Box):
-            actions = bins_to_box(actions, self.action_space, self.num_bins)
+        if self.box_bins is not None:
+            actions = self.box_bins(actions)
         else:
             actions = self._env_actions(actions)
         actions = actions.cpu().numpy()

@@ -17,15 +17,15 @@ class EpisodeTracker:
     """
 
     def __init__(self, num_envs: int, device: torch.device) -> None:
-        self.returns = torch.zeros(num_envs, dtype=torch.float64, device=device)
+        self.returns = torch.zeros(num_envs, device=device)
         self.lengths = torch.zeros(num_envs, dtype=torch.long, device=device)
         # Sums over the episodes finished since the last summary: return, length, count.
-        self.finished = torch.zeros(3, dtype=torch.float64, device=device)
+        self.finished = torch.zeros(3, device=device)
 
     def update(self, reward: torch.Tensor, done: torch.Tensor) -> None:
         self.returns += reward
         self.lengths += 1
-        done_float = done.double()
+        done_float = done.float()
         self.finished += torch.stack(
             [(self.returns * done_float).sum(), (self.lengths * done_float).sum(), done_float.sum()]
         )

@@ -25,7 +25,13 @@ def observation_size(space: gym.Space) -> int:
         return int(space.n)
     if isinstance(space, gym.spaces.Box):
         return math.prod(space.shape)
-    raise ValueError(f"observations must come from a Discrete or Box space, got {space}")
+    hint = ""
+    if isinstance(space, gym.spaces.Dict) and "input_ids" in space.spaces:
+        hint = (
+            "; token observations (input_ids, attention_mask) need the language model as the policy: "
+            "use agents.TokenPPO (PPO + KL) or agents.TokenQLearning"
+        )
+    raise ValueError(f"observations must come from a Discrete or Box space, got {space}{hint}")
 
 
 class ObservationEncoder(nn.Module):
@@ -52,24 +58,31 @@ class ObservationEncoder(nn.Module):
 
 
 def observation_batch(obs: Any, space: gym.Space, device: torch.device) -> tuple[torch.Tensor, bool]:
-    """``obs`` as a batch on ``device``, and whether it was a single observation; checks it fits ``space``."""
-    array = np.asarray(obs)
+    """``obs`` as a batch on ``device``, and whether it was a single observation; checks it fits ``space``.
+
+    ``obs`` may be an array, a list or a tensor on any device: a tensor is checked where it lives
+    (never copied to numpy, which a CUDA tensor cannot be) and moved to ``device``.
+    """
+    tensor = (
+        obs.to(device) if isinstance(obs, torch.Tensor) else torch.as_tensor(np.asarray(obs), device=device)
+    )
     if isinstance(space, gym.spaces.Discrete):
-        if (
-            not np.issubdtype(array.dtype, np.integer)
-            or ((array < space.start) | (array >= space.start + space.n)).any()
-        ):
+        integer = not (
+            tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool
+        )
+        # int64 before comparing: torch's unsigned 16/32/64-bit types lack comparison kernels.
+        if not integer or ((tensor.long() < space.start) | (tensor.long() >= space.start + space.n)).any():
             raise ValueError(f"observations must be integers in {space}, got {obs!r}")
-        single = array.ndim == 0
+        single = tensor.ndim == 0
     elif isinstance(space, gym.spaces.Box | gym.spaces.MultiDiscrete):
-        single = array.shape == space.shape
-        if not single and array.shape[1:] != space.shape:
+        shape = tuple(tensor.shape)
+        single = shape == space.shape
+        if not single and shape[1:] != space.shape:
             raise ValueError(
-                f"observations must have shape {space.shape} or [B, *{space.shape}], got {array.shape}"
+                f"observations must have shape {space.shape} or [B, *{space.shape}], got {shape}"
             )
     else:
         raise ValueError(f"predict needs a Discrete, Box or MultiDiscrete observation space, got {space}")
-    tensor = torch.as_tensor(array, device=device)
     return (tensor.unsqueeze(0) if single else tensor), single
 
 

@@ -236,6 +236,12 @@ class FakeCuda(TorchFunctionMode):
         if _is_cuda_device(device_kwarg):
             kwargs = dict(kwargs, device="cpu")
         result = func(*args, **kwargs)
+        if _is_cuda_device(device_kwarg) and any(
+            result is tensor and not is_fake_cuda(tensor) for tensor in tensors
+        ):
+            result = (
+                result.clone()
+            )  # as_tensor(cpu_tensor, device="cuda") is a copy, never the CPU tensor itself
         if on_cuda and name not in _HOST_READS:
             tree_map(_mark, result)
         return result
@@ -247,7 +253,9 @@ class FakeCuda(TorchFunctionMode):
         elif name == "cuda":
             device = CUDA0
         else:
-            device, dtype, non_blocking, memory_format = torch._C._nn._parse_to(*args[1:], **kwargs)
+            # _parse_to knows Tensor.to's arguments but copy= (transformers' generate passes it).
+            to_kwargs = {key: value for key, value in kwargs.items() if key != "copy"}
+            device, dtype, non_blocking, memory_format = torch._C._nn._parse_to(*args[1:], **to_kwargs)
             if device is None and len(args) > 1 and is_fake_cuda(args[1]):
                 device = CUDA0  # tensor.to(other) takes the other's device
             options = {"dtype": dtype, "non_blocking": non_blocking or None, "memory_format": memory_format}

@@ -1,29 +1,32 @@
-"""``rlhf-envs demo --quick``: the whole pipeline on a tiny model, its before/after report, and its stages."""
+"""``rlhf-envs demo --quick``: the whole pipeline on a tiny model, its before/after report, and its stages.
+
+The tests that train run on the ``device`` fixture: the CPU, and CUDA when present.
+"""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-import torch
 from tiny_lm import tiny_lm, tiny_tokenizer
 from transformers import AutoModelForCausalLM
 
 from rlhf_envs.cli import main
+from rlhf_envs.device import resolve_device
 from rlhf_envs.pipeline import DemoConfig, collect_labels, fit_reward_model, oracle_agreement, split_prompts
 from rlhf_envs.preferences.text import TextPreferenceStore
 
 PROMPTS = ["the cat sat", "a good day", "love and joy", "in the beginning", "the dog", "a bad day"]
 
 
-def test_demo_quick_runs_and_prints_its_report(tmp_path, capsys):
+def test_demo_quick_runs_and_prints_its_report(tmp_path, capsys, device):
     tokenizer = tiny_tokenizer()
     tiny_lm(tokenizer).save_pretrained(tmp_path / "lm")
     tokenizer.save_pretrained(tmp_path / "lm")
     (tmp_path / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
     out = tmp_path / "out"
     argv = ["demo", "--quick", "--model", str(tmp_path / "lm"), "--prompts", str(tmp_path / "prompts.txt")]
-    assert main([*argv, "--out", str(out), "--threads", "1"]) == 0
+    assert main([*argv, "--out", str(out), "--threads", "1", "--device", device]) == 0
     printed = capsys.readouterr().out
     for expected in (
         "held-out accuracy",
@@ -48,7 +51,7 @@ GOOD = ["love and joy", "a good day", "peace and love", "joy and peace"]
 BAD = ["anger and fear", "a bad day", "fear and war", "war and anger"]
 
 
-def test_stages_fit_a_learnable_preference(tmp_path):
+def test_stages_fit_a_learnable_preference(tmp_path, device):
     """The pipeline's stages on their own: labels that always prefer the kind words are learned."""
     tokenizer = tiny_tokenizer()
     tiny_lm(tokenizer).save_pretrained(tmp_path / "lm")
@@ -56,13 +59,13 @@ def test_stages_fit_a_learnable_preference(tmp_path):
     for i in range(48):
         store.add(PROMPTS[i % 4], GOOD[i % 4], BAD[(i // 4) % 4])
     config = DemoConfig(rm_epochs=3, rm_learning_rate=1e-3, rm_batch_size=8)
-    fit = fit_reward_model(str(tmp_path / "lm"), tokenizer, store, config, 0, torch.device("cpu"))
+    fit = fit_reward_model(str(tmp_path / "lm"), tokenizer, store, config, 0, resolve_device(device))
     assert fit.metrics["eval_accuracy"] == 1.0
     oracle = lambda prompt, completion: float(completion in GOOD)  # noqa: E731
     assert oracle_agreement(fit.reward_model, oracle, fit.eval_pairs) == 1.0
 
 
-def test_collect_labels_adds_only_the_missing_pairs(tmp_path):
+def test_collect_labels_adds_only_the_missing_pairs(tmp_path, device):
     tokenizer = tiny_tokenizer()
     store = TextPreferenceStore(tmp_path / "preferences.jsonl")
     store.add("the cat sat", "on the mat", "on the log")
@@ -75,6 +78,7 @@ def test_collect_labels_adds_only_the_missing_pairs(tmp_path):
     config = DemoConfig(pairs=5, pair_tokens=4)
     train, held_out = split_prompts(PROMPTS, eval_prompts=2, seed=0)
     assert sorted(train + held_out) == sorted(PROMPTS) and len(held_out) == 2
-    assert collect_labels(store, labeler, tiny_lm(tokenizer), tokenizer, train, config, seed=0) == 4
+    model = tiny_lm(tokenizer).to(device)
+    assert collect_labels(store, labeler, model, tokenizer, train, config, seed=0) == 4
     assert len(store) == 5 and len(asked) == 4 and set(asked) <= set(train)
-    assert collect_labels(store, labeler, tiny_lm(tokenizer), tokenizer, train, config, seed=0) == 0
+    assert collect_labels(store, labeler, model, tokenizer, train, config, seed=0) == 0

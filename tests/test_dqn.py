@@ -11,7 +11,7 @@ from test_agents_common import car_arrival_rate
 import rlhf_envs  # noqa: F401  (registers the env ids)
 from agents import DQN
 from agents.base import CHECKPOINT_NAME
-from agents.dqn import DiscretizeActions
+from agents.dqn import BoxBins, DiscretizeActions
 from agents.plotting import read_scalars
 from agents.train_cli import HYPERPARAMETERS
 from agents.vector import make_tensor_vector_env
@@ -46,11 +46,11 @@ def test_discretize_actions_maps_bins_to_evenly_spaced_values():
     continuous = make_tensor_vector_env(
         gym.make("rlhf_envs/CarDriving-v0", continuous=True), 2, torch.device("cpu")
     )
-    wrapped = DiscretizeActions(continuous, bins=5)
+    wrapped = DiscretizeActions(continuous, BoxBins(continuous.single_action_space, 5, torch.device("cpu")))
     assert wrapped.single_action_space == gym.spaces.MultiDiscrete([5])
     np.testing.assert_allclose(wrapped.actions(torch.tensor([[0], [4]])).numpy(), [[-3.0], [2.0]])
     with pytest.raises(ValueError, match="bounded Box"):
-        DiscretizeActions(env, bins=3)
+        BoxBins(env.single_action_space, 3, torch.device("cpu"))
 
 
 def test_save_load_round_trip(tmp_path):

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import io
+
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 from fake_cuda import is_fake_cuda
+from rich.console import Console
+from tiny_lm import tiny_lm, tiny_tokenizer
+
+import rlhf_envs  # noqa: F401  (registers the env ids)
+from agents import DQN, PPO, QLearning
+from rlhf_envs.demo import DemoConfig, run_demo
+from rlhf_envs.device import resolve_device
+from rlhf_envs.envs.car import CarDrivingVectorEnv
+from rlhf_envs.lm.loading import load_causal_lm
+from rlhf_envs.rewards import TrajectoryRewardConfig, TrajectoryRewardModel
 
 CUDA0 = torch.device("cuda", 0)
 
@@ -37,3 +50,125 @@ def test_the_harness_fails_where_cuda_fails(fake_cuda):
     assert layer.weight.grad.device == CUDA0
     generator = torch.Generator(device="cuda").manual_seed(0)
     assert generator.device == CUDA0 and torch.rand(2, device="cuda", generator=generator).device == CUDA0
+    host = torch.ones(2)
+    assert torch.as_tensor(host, device="cuda").device == CUDA0 and host.device.type == "cpu"  # a copy
+
+
+# -- one rollout + update of every control agent ---------------------------------------------------
+SMALL_PPO = {"num_envs": 4, "n_steps": 4, "batch_size": 8, "n_epochs": 1}
+
+
+@pytest.mark.parametrize(
+    "env_id", ["rlhf_envs/TabularMDP-v0", "rlhf_envs/CarDriving-v0", "rlhf_envs/HalfCheetah-v0"]
+)
+def test_ppo_runs_on_cuda(env_id, fake_cuda):
+    options = {"normalize_observations": True} if env_id != "rlhf_envs/TabularMDP-v0" else {}
+    agent = PPO(env_id, device="auto", normalize_rewards=True, **options, **SMALL_PPO)
+    agent.learn(16, progress_bar=False)
+    assert agent.num_timesteps == 16 and on_cuda(agent.policy)
+
+
+@pytest.mark.parametrize("continuous", [False, True])
+def test_dqn_runs_on_cuda(continuous, fake_cuda):
+    env = gym.make("rlhf_envs/CarDriving-v0", continuous=continuous)
+    agent = DQN(env, device="auto", num_envs=4, learning_starts=4, batch_size=8).learn(16, progress_bar=False)
+    assert agent.num_timesteps == 16 and on_cuda(agent.q_net)
+
+
+def test_q_learning_runs_on_cuda(fake_cuda):
+    agent = QLearning("rlhf_envs/TabularMDP-v0", device="auto", num_envs=4).learn(16, progress_bar=False)
+    assert agent.q_table.shape == (4, 3)
+
+
+# -- finding 1: "auto" is the indexed device a model lands on ---------------------------------------
+def test_resolve_device_auto_is_the_device_a_model_lands_on(fake_cuda):
+    tokenizer = tiny_tokenizer()
+    model, _ = load_causal_lm(tiny_lm(tokenizer), tokenizer, device="auto")
+    assert resolve_device("auto") == model.device == CUDA0
+    assert resolve_device("cuda") == resolve_device(torch.device("cuda")) == CUDA0
+
+
+def test_resolve_device_names_the_cuda_index(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert resolve_device("auto") == resolve_device("cuda") == torch.device("cuda", 1)
+    assert resolve_device("cuda:0") == CUDA0
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_resolve_device_names_a_device_that_does_not_exist():
+    with pytest.raises(ValueError, match="'tpu'"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+# -- findings 3 and 4: inputs from the host, observations from the device ---------------------------
+def test_trajectory_reward_model_takes_inputs_from_the_host(fake_cuda):
+    env = gym.make("rlhf_envs/CarDriving-v0")
+    model = TrajectoryRewardModel(
+        env.observation_space, env.action_space, TrajectoryRewardConfig(device="auto")
+    )
+    obs, actions = torch.rand(5, 4), torch.randint(3, (5,))
+    features = model.encode(obs, actions)
+    assert features.device == CUDA0
+    assert model.member_rewards(features.cpu()).shape == (3, 5)
+    assert model.normalized_rewards(features.cpu()).device == CUDA0
+    assert model.encode(obs.numpy(), actions.numpy()).device == CUDA0
+
+
+@pytest.mark.parametrize("agent_class", [PPO, DQN])
+def test_predict_takes_cuda_observations(agent_class, fake_cuda):
+    options = SMALL_PPO if agent_class is PPO else {"num_envs": 4}
+    agent = agent_class("rlhf_envs/CarDriving-v0", device="auto", **options)
+    env = CarDrivingVectorEnv(4, device="auto", as_tensors=True)
+    obs, _ = env.reset(seed=0)
+    actions, _ = agent.predict(obs)
+    assert actions.shape == (4,)
+    single, _ = agent.predict(obs[0])
+    assert single.shape == ()
+
+
+# -- finding 10: no float64 on the device, nothing uploaded per step --------------------------------
+def test_per_step_statistics_stay_in_float32(fake_cuda):
+    agent = PPO(
+        "rlhf_envs/CarDriving-v0",
+        device="auto",
+        normalize_observations=True,
+        normalize_rewards=True,
+        **SMALL_PPO,
+    ).learn(16, progress_bar=False)
+    states = [agent.tracker.state_dict(), agent.obs_normalizer.state_dict()]
+    states.append(agent.reward_normalizer.state_dict())
+    tensors = [value for state in states for value in state.values() if torch.is_tensor(value)]
+    assert all(is_fake_cuda(tensor) for tensor in tensors)
+    assert {tensor.dtype for tensor in tensors} <= {torch.float32, torch.long}
+
+
+def test_dqn_uploads_nothing_per_step_on_box_actions(fake_cuda):
+    """The bin values of Box actions are on the device once, not uploaded at every step."""
+    env = gym.make("rlhf_envs/CarDriving-v0", continuous=True)
+    agent = DQN(env, device="auto", num_envs=4, learning_starts=10_000, log_interval=10_000)
+    agent.learn(4, progress_bar=False)  # the first step resets the env
+    before = len(fake_cuda.syncs)
+    agent.learn(12, progress_bar=False, reset_num_timesteps=False)
+    assert [sync for sync in fake_cuda.syncs[before:] if " at dqn.py:" in sync] == []
+
+
+# -- the demo: every stage (label, reward model, PPO + KL, evaluate, report) ------------------------
+def test_the_demo_runs_on_cuda(fake_cuda, tmp_path):
+    tokenizer = tiny_tokenizer()
+    tiny_lm(tokenizer).save_pretrained(tmp_path / "lm")
+    tokenizer.save_pretrained(tmp_path / "lm")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("the cat sat\na good day\nlove and joy\nin the beginning\nthe dog\na bad day\n")
+    summary = run_demo(
+        model=str(tmp_path / "lm"),
+        out=tmp_path / "out",
+        config=DemoConfig.quick(),
+        prompts=prompts,
+        device="auto",
+        console=Console(file=io.StringIO()),
+    )
+    assert summary["device"] == "cuda:0" and (tmp_path / "out" / "model" / "config.json").is_file()

@@ -6,13 +6,15 @@ import numpy as np
 import pytest
 import torch
 from test_agents_common import car_arrival_rate
+from tiny_lm import tiny_lm, tiny_tokenizer
 
 import rlhf_envs  # noqa: F401  (registers the env ids)
-from agents import PPO
+from agents import DQN, PPO
 from agents.base import CHECKPOINT_NAME
 from agents.plotting import read_scalars
 from agents.train_cli import HYPERPARAMETERS
 from rlhf_envs.envs.tabular import DEFAULT_GAMMA, DEFAULT_P, DEFAULT_R, value_iteration
+from rlhf_envs.envs.token import TokenEnv
 
 
 def test_ppo_greedy_policy_is_optimal_on_the_tabular_mdp():
@@ -101,3 +103,19 @@ def test_resume_is_exact(tmp_path):
         steps_b, values_b = read_scalars(tmp_path / "b", tag)
         np.testing.assert_array_equal(steps_a, steps_b)
         np.testing.assert_array_equal(values_a, values_b)
+
+
+def test_ppo_on_a_token_env_names_the_language_model_agents():
+    """An MLP cannot read token observations: the error says which agents can."""
+    tokenizer = tiny_tokenizer()
+    env = TokenEnv(
+        model=tiny_lm(tokenizer),
+        tokenizer=tokenizer,
+        prompts=["the cat sat", "a good day"],
+        reward_model=lambda prompts, completions: torch.zeros(len(completions)),
+        max_new_tokens=2,
+        device="cpu",
+    )
+    for agent_class in (PPO, DQN):
+        with pytest.raises(ValueError, match=r"agents\.TokenPPO .* agents\.TokenQLearning"):
+            agent_class(env, device="cpu", num_envs=2)

@@ -178,7 +178,9 @@ class TrajectoryRewardModel(nn.Module):
         return values.float().reshape(*values.shape[:batch_dims], -1)
 
     def encode(self, obs: torch.Tensor, action: torch.Tensor, batch_dims: int = 1) -> torch.Tensor:
-        """Features [*batch, F] of (obs, action) pairs whose first ``batch_dims`` dims are batch dims."""
+        """Features [*batch, F] on the model's device of (obs, action) pairs (tensors on any device, or
+        arrays) whose first ``batch_dims`` dims are batch dims."""
+        obs, action = (torch.as_tensor(values, device=self.device) for values in (obs, action))
         return torch.cat(
             [
                 self._encode_part(obs, self.observation_space, batch_dims),
@@ -189,6 +191,7 @@ class TrajectoryRewardModel(nn.Module):
 
     def member_rewards(self, features: torch.Tensor) -> torch.Tensor:
         """Each member's raw reward: features [N, F] (shared) or [M, N, F] (one set per member) -> [M, N]."""
+        features = features.to(self.device)
         x = features.expand(self.config.ensemble_size, *features.shape) if features.ndim == 2 else features
         for layer in self.layers[:-1]:
             x = F.relu(layer(x))
