@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -18,6 +19,9 @@ from tiny_lm import tiny_lm, tiny_tokenizer
 import rlhf_envs  # noqa: F401  (registers the env ids)
 from rlhf_envs.envs.token import TokenEnv, TokenEnvConfig, TokenVectorEnv
 from rlhf_envs.lm.assets import load_prompts
+from rlhf_envs.preferences.tldr import format_tldr_prompt
+
+DATA = Path(__file__).resolve().parent / "data"
 
 PROMPTS = ["the cat sat", "a good day makes a happy heart, a bad", "love", "in the beginning was the word"]
 
@@ -209,10 +213,62 @@ def test_tokenizer_that_does_not_fit_the_model_is_refused(tokenizer):
 
 
 def test_prompt_longer_than_the_context_is_refused(lm, tokenizer):
-    with pytest.raises(ValueError, match="context"):
+    with pytest.raises(ValueError, match="context.*truncation='left' or 'right' cuts the prompts to 90"):
         make_env(lm, tokenizer, prompts=["the cat sat on the mat " * 20])
     with pytest.raises(ValueError, match="prompt 1 has"):
         make_env(lm, tokenizer, max_prompt_tokens=5)
+    with pytest.raises(ValueError, match="truncation must be one of"):
+        make_env(lm, tokenizer, truncation="middle")
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_truncation_cuts_long_prompts_and_says_how_many_and_by_how_much(lm, tokenizer, side):
+    long_prompt = "the cat sat on the mat and the dog sat on the log " * 12 + "TL;DR:"
+    ids = tokenizer(long_prompt)["input_ids"]
+    budget = 96 - 6  # the tiny model's context minus max_new_tokens
+    with pytest.warns(
+        UserWarning, match=rf"truncation='{side}' cut 1 of 2 prompts to 90 tokens, by {len(ids) - budget} "
+    ):
+        env = make_env(lm, tokenizer, prompts=["the cat sat", long_prompt], truncation=side)
+    kept = ids[-budget:] if side == "left" else ids[:budget]
+    assert env.prompts == ["the cat sat", tokenizer.decode(kept)]
+    assert env.config.max_prompt_tokens == budget and env.observation_space["input_ids"].shape == (96,)
+    assert env.prompts[1].endswith("TL;DR:") == (side == "left")
+    for seed in range(4):  # both prompts get drawn
+        obs, info = env.reset(seed=seed)
+        prompt_ids = obs["input_ids"][obs["attention_mask"] == 1]
+        assert prompt_ids.tolist() == (
+            kept if info["prompt"] == env.prompts[1] else tokenizer("the cat sat")["input_ids"]
+        )
+    with pytest.warns(UserWarning, match="cut 1 of 2 prompts to 20 tokens"):
+        assert make_env(
+            lm, tokenizer, prompts=["the cat sat", long_prompt], truncation=side, max_prompt_tokens=20
+        )
+
+
+def test_tldr_prompts_run_on_the_embedded_model_with_left_truncation():
+    """Issue 12: a TL;DR prompt (~110–200 tokens) does not fit the embedded model's context with 48 new
+    tokens; truncation='left' keeps each post's end and its ``TL;DR:``."""
+    posts = [json.loads(line) for line in (DATA / "tldr_posts.jsonl").read_text().splitlines()]
+    # Posts as long as real ones: each post's text five times over.
+    prompts = [
+        format_tldr_prompt(post["subreddit"], post["title"], (post["post"] + " ") * 5) for post in posts
+    ]
+    with pytest.raises(ValueError, match="truncation"):
+        gym.make("rlhf_envs/TokenEnv-v0", prompts=prompts, max_new_tokens=48, device="cpu")
+    with pytest.warns(UserWarning, match="truncation='left' cut"):
+        env = gym.make(
+            "rlhf_envs/TokenEnv-v0", prompts=prompts, max_new_tokens=48, truncation="left", device="cpu"
+        )
+    context = env.unwrapped.reference_model.config.n_positions
+    assert env.observation_space["input_ids"].shape == (context,)
+    assert all(prompt.endswith("TL;DR:") for prompt in env.unwrapped.prompts)
+    env.reset(seed=0)
+    for _ in range(48):
+        *_, terminated, truncated, info = env.step(env.action_space.sample())
+        if terminated or truncated:
+            break
+    assert info["prompt"].endswith("TL;DR:") and "score" in info
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,9 @@ from rlhf_envs.lm.reward_model import RewardModelSpec, TextRewardFn, check_score
 from rlhf_envs.lm.tokens import position_ids, token_logprobs
 
 __all__ = ["TokenCore", "TokenEnv", "TokenEnvConfig", "TokenState", "TokenVectorEnv"]
+
+#: The values of ``TokenEnvConfig.truncation``.
+TRUNCATION_SIDES = ("error", "left", "right")
 
 #: One NumPy generator per episode: where each episode draws its prompts.
 PromptGenerators = Sequence[np.random.Generator]
@@ -64,6 +68,11 @@ class TokenEnvConfig:
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``...
         max_prompt_tokens: the longest prompt in tokens; ``None`` takes the longest given prompt.
             ``context_len = max_prompt_tokens + max_new_tokens`` must fit the model's context.
+        truncation: what happens to a prompt longer than ``max_prompt_tokens`` (by default, than
+            the model's context minus ``max_new_tokens``): ``"error"`` refuses it (``ValueError``),
+            ``"left"`` keeps its last tokens (for TL;DR prompts, the post's end and ``TL;DR:``),
+            ``"right"`` its first; a warning says how many prompts were cut and by how much, and
+            ``prompts`` then holds the texts that remain.
 
     An env's own ``config`` holds every part resolved (the loaded model, tokenizer, prompt list and
     reward model), so another env made from it shares them instead of loading them again.
@@ -78,6 +87,7 @@ class TokenEnvConfig:
     kl_coef: float = 0.0
     device: str | torch.device = "auto"
     max_prompt_tokens: int | None = None
+    truncation: str = "error"
 
     def __post_init__(self) -> None:
         self.max_new_tokens = positive_int("max_new_tokens", self.max_new_tokens)
@@ -85,6 +95,8 @@ class TokenEnvConfig:
         self.kl_coef = real("kl_coef", self.kl_coef, low=0.0)
         if self.max_prompt_tokens is not None:
             self.max_prompt_tokens = positive_int("max_prompt_tokens", self.max_prompt_tokens)
+        if self.truncation not in TRUNCATION_SIDES:
+            raise ValueError(f"truncation must be one of {TRUNCATION_SIDES}, got {self.truncation!r}")
 
 
 def _make_config(config: TokenEnvConfig | None, fields: dict[str, Any]) -> TokenEnvConfig:
@@ -184,7 +196,7 @@ class TokenCore(BatchedCore):
         # A prefill needs only the last position's logits; most HF models can skip the others' LM head.
         supports_keep = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         self._last_logits_only = {"logits_to_keep": 1} if supports_keep else {}
-        self._encode_prompts(config.max_prompt_tokens)
+        self._encode_prompts(config.max_prompt_tokens, config.truncation)
         self.config = dataclasses.replace(
             config,
             model=self.model,
@@ -201,29 +213,40 @@ class TokenCore(BatchedCore):
         )
         self.action_space = gym.spaces.Discrete(self.vocab_size)
 
-    def _encode_prompts(self, max_prompt_tokens: int | None) -> None:
+    def _encode_prompts(self, max_prompt_tokens: int | None, truncation: str) -> None:
         encoded = self.tokenizer(self.prompts)["input_ids"]
-        lengths = np.array([len(ids) for ids in encoded])
-        if (lengths == 0).any():
-            raise ValueError(f"prompt {int(np.argmin(lengths))} is empty: a prompt needs at least one token")
-        longest = int(lengths.max())
-        self.max_prompt_tokens = longest if max_prompt_tokens is None else max_prompt_tokens
-        if longest > self.max_prompt_tokens:
-            index = int(np.argmax(lengths))
-            raise ValueError(
-                f"prompt {index} has {longest} tokens, more than max_prompt_tokens={self.max_prompt_tokens}"
-            )
-        # The observation holds the longest prompt and the whole continuation.
-        self.context_len = self.max_prompt_tokens + self.max_new_tokens
         config = self.model.config
         model_context = getattr(config, "n_positions", None) or getattr(
             config, "max_position_embeddings", None
         )
+        budget = max_prompt_tokens
+        if budget is None and model_context is not None:
+            budget = model_context - self.max_new_tokens
+            if budget < 1:
+                raise ValueError(
+                    f"max_new_tokens={self.max_new_tokens} leaves no room for a prompt in the model's "
+                    f"context of {model_context} tokens"
+                )
+        if truncation != "error" and budget is not None:
+            encoded = self._truncate(encoded, budget, truncation)
+        lengths = np.array([len(ids) for ids in encoded])
+        if (lengths == 0).any():
+            raise ValueError(f"prompt {int(np.argmin(lengths))} is empty: a prompt needs at least one token")
+        longest, index = int(lengths.max()), int(np.argmax(lengths))
+        self.max_prompt_tokens = longest if max_prompt_tokens is None else max_prompt_tokens
+        if longest > self.max_prompt_tokens:
+            raise ValueError(
+                f"prompt {index} has {longest} tokens, more than max_prompt_tokens={self.max_prompt_tokens}; "
+                "truncation='left' or 'right' cuts such prompts"
+            )
+        # The observation holds the longest prompt and the whole continuation.
+        self.context_len = self.max_prompt_tokens + self.max_new_tokens
         if model_context is not None and self.context_len > model_context:
             raise ValueError(
-                f"prompt {int(np.argmax(lengths))} has {longest} tokens: with max_prompt_tokens="
-                f"{self.max_prompt_tokens} and max_new_tokens={self.max_new_tokens} the context is "
-                f"{self.context_len} tokens, longer than the model's {model_context}"
+                f"prompt {index} has {longest} tokens: with max_prompt_tokens={self.max_prompt_tokens} "
+                f"and max_new_tokens={self.max_new_tokens} the context is {self.context_len} tokens, longer "
+                f"than the model's {model_context}; truncation='left' or 'right' cuts the prompts to "
+                f"{model_context - self.max_new_tokens} tokens"
             )
         width = self.max_prompt_tokens
         ids = torch.full((len(encoded), width), self.pad_token_id, dtype=torch.long)
@@ -232,6 +255,25 @@ class TokenCore(BatchedCore):
         self.prompt_ids = ids.to(self.device)
         self.prompt_lengths = torch.as_tensor(lengths, device=self.device)
         self._prompt_lengths_host = lengths
+
+    def _truncate(self, encoded: list[list[int]], budget: int, side: str) -> list[list[int]]:
+        """Cut the prompts longer than ``budget`` tokens on ``side``, warn how many and by how much, and
+        make ``self.prompts`` the texts that remain (what the reward model then reads)."""
+        cut = [index for index, ids in enumerate(encoded) if len(ids) > budget]
+        if not cut:
+            return encoded
+        excess = np.array([len(encoded[index]) - budget for index in cut])
+        warnings.warn(
+            f"TokenEnv: truncation={side!r} cut {len(cut)} of {len(encoded)} prompts to {budget} tokens, "
+            f"by {excess.min()} to {excess.max()} tokens (mean {excess.mean():.1f})",
+            UserWarning,
+            stacklevel=2,
+        )
+        encoded = list(encoded)
+        for index in cut:
+            encoded[index] = encoded[index][-budget:] if side == "left" else encoded[index][:budget]
+            self.prompts[index] = self.tokenizer.decode(encoded[index])
+        return encoded
 
     def to(self, device: str | torch.device) -> TokenCore:
         """This core, when ``device`` is its own; a reference model is never copied across devices."""
@@ -697,7 +739,8 @@ class TokenEnv(_TokenFace, gym.Env):
 
     ## Arguments
         config: a :class:`TokenEnvConfig` (model, tokenizer, prompts, reward model, N =
-            ``max_new_tokens``, ``stop_at_eos``, β = ``kl_coef``, ``device``, ``max_prompt_tokens``);
+            ``max_new_tokens``, ``stop_at_eos``, β = ``kl_coef``, ``device``, ``max_prompt_tokens``,
+            ``truncation`` of prompts too long for the context: ``"error"``, ``"left"``, ``"right"``);
             ``None`` takes the defaults.
         render_mode: ``"ansi"`` returns prompt + continuation as text.
         **fields: any field of :class:`TokenEnvConfig`, replacing the one in ``config``:
