@@ -19,6 +19,7 @@ LongTensor (see :func:`pack_observation`), so that rollout and replay buffers st
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,10 +35,13 @@ from torch.distributions import Categorical
 # transformers and the TokenEnv load only when a language model is used: `import agents` stays light
 # for the control envs.
 if TYPE_CHECKING:
+    from peft import LoraConfig
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
     from transformers.cache_utils import DynamicCache
 
 VALUE_HEAD_FILE = "value_head.safetensors"
+#: Where :meth:`TokenActorCritic.save_pretrained` puts a LoRA policy's adapters, beside the merged model.
+ADAPTER_DIR = "adapter"
 TOKEN_ENV_ENTRY_POINT = "rlhf_envs.envs.token:TokenEnv"
 
 __all__ = [
@@ -149,10 +153,21 @@ class TokenActorCritic(nn.Module):
     weights are float32 whatever the reference's dtype (a bf16 hub model's included): Adam's steps
     of 1e-5 would round away in half precision.
 
+    Two ways to hold the weights:
+
+    * full copy (``lora=None``): π_θ is a float32 copy of the reference, every weight trained; memory
+      holds the reference and the copy (and Adam's two moments of every weight).
+    * LoRA (``lora=`` a ``peft.LoraConfig``): π_θ is the reference's own weights plus low-rank
+      adapters (Hu et al. 2021), the only weights trained. The policy's module tree shares every
+      weight tensor of the reference's (no copy); only the policy's tree carries the adapters, so
+      the reference the env runs is exactly the policy with its adapters disabled. The value head
+      reads the shared backbone. Memory holds one copy of the LM.
+
     Args:
-        model: the reference LM to copy (the env's ``reference_model``); it is left untouched.
+        model: the reference LM (the env's ``reference_model``); it is left untouched.
         tokenizer: saved beside the model by :meth:`save_pretrained`.
         copy_model: copy ``model`` (True) or train it in place (False, for an already private copy).
+        lora: train LoRA adapters on ``model``'s weights instead of a copy (``copy_model`` is unused).
     """
 
     def __init__(
@@ -160,14 +175,30 @@ class TokenActorCritic(nn.Module):
         model: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase | None = None,
         copy_model: bool = True,
+        lora: LoraConfig | None = None,
     ) -> None:
         from transformers import PreTrainedModel
 
         super().__init__()
         if not isinstance(model, PreTrainedModel):
             raise TypeError(f"model must be a transformers PreTrainedModel, got {type(model).__name__}")
-        self.model = (copy.deepcopy(model) if copy_model else model).float()
-        self.model.eval().requires_grad_(True)
+        self.lora = lora
+        if lora is None:
+            self.model = (copy.deepcopy(model) if copy_model else model).float()
+            self.model.requires_grad_(True)
+        else:
+            from peft import get_peft_model
+            from transformers.pytorch_utils import Conv1D
+
+            # GPT-2's Conv1D stores its weight transposed; peft needs to be told (else it warns).
+            if any(isinstance(module, Conv1D) for module in model.modules()):
+                lora = dataclasses.replace(lora, fan_in_fan_out=True)
+            # A new module tree over the same tensors (deepcopy finds each of them in its memo):
+            # peft puts the adapters into this tree, the reference's stays as it is.
+            shared = {id(tensor): tensor for tensor in (*model.parameters(), *model.buffers())}
+            self.model = get_peft_model(copy.deepcopy(model, memo=shared), lora)
+            self.lora = lora
+        self.model.eval()
         self.tokenizer = tokenizer
         hidden_size = self.model.config.hidden_size
         self.value_head = nn.Linear(hidden_size, 1)
@@ -190,12 +221,17 @@ class TokenActorCritic(nn.Module):
         observation, instead of comparing windows on the device (a host sync every step)."""
         self._env = env
 
+    @property
+    def language_model(self) -> PreTrainedModel:
+        """π_θ as a causal LM (``generate``, logits); with LoRA the reference's tree with the adapters."""
+        return self.model if self.lora is None else self.model.get_base_model()
+
     # -- forward pieces -------------------------------------------------------------------------------
     def _backbone(self, **inputs: Any) -> Any:
-        return self.model.base_model(**inputs)
+        return self.language_model.base_model(**inputs)
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.model.get_output_embeddings()(hidden).float()
+        return self.language_model.get_output_embeddings()(hidden).float()
 
     def _last_hidden(self, packed: torch.Tensor) -> torch.Tensor:
         return self._backbone(**_model_inputs(packed)).last_hidden_state[:, -1]
@@ -316,9 +352,18 @@ class TokenActorCritic(nn.Module):
 
     # -- saving ---------------------------------------------------------------------------------------
     def save_pretrained(self, path: str | Path) -> None:
-        """A Hugging Face model folder (``from_pretrained`` loads it) with the tokenizer and value head."""
+        """A Hugging Face model folder (``from_pretrained`` loads it) with the tokenizer and value head.
+
+        A LoRA policy writes the adapters merged into the weights there, and the adapters alone in
+        ``path / "adapter"`` (``peft.PeftModel.from_pretrained(reference, path / "adapter")``).
+        """
         path = Path(path)
-        self.model.save_pretrained(path)
+        if self.lora is None:
+            self.model.save_pretrained(path)
+        else:
+            self.model.save_pretrained(path / ADAPTER_DIR)
+            # Merge in a copy: merging in place would change the reference's shared weights.
+            copy.deepcopy(self.model).merge_and_unload().save_pretrained(path)
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(path)
         save_file(

@@ -32,12 +32,23 @@ class TokenPPOConfig(PPOConfig):
     Args:
         kl_estimator: the per-token KL estimate of the penalty and of the measured KL, ``"k1"``
             (log π − log π_pt, the default and the demo's) or ``"k3"`` (see :mod:`agents.kl_control`).
+        lora_rank: None trains a full copy of the reference LM; r > 0 trains rank-r LoRA adapters
+            on the reference's own weights instead (one copy of the LM in memory, see
+            :class:`~agents.token_policy.TokenActorCritic`).
+        lora_alpha: LoRA's scale α (the update is α / r · BA); None: 2r.
+        lora_target_modules: names of the modules that get adapters; None: peft's default for the
+            model's architecture (GPT-2: the attention's ``c_attn``).
     """
 
     kl_estimator: str = "k1"
+    lora_rank: int | None = None
+    lora_alpha: float | None = None
+    lora_target_modules: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.lora_rank is not None and self.lora_rank < 1:
+            raise ValueError(f"lora_rank must be >= 1 (or None for a full copy), got {self.lora_rank}")
         if self.kl_estimator not in KL_ESTIMATORS:
             raise ValueError(
                 f"kl_estimator must be one of {sorted(KL_ESTIMATORS)}, got {self.kl_estimator!r}"
@@ -112,9 +123,23 @@ class TokenPPO(PPO):
 
     def _default_policy(self) -> TokenActorCritic:
         token_env = self.env.unwrapped
-        policy = TokenActorCritic(token_env.reference_model, token_env.tokenizer)
+        policy = TokenActorCritic(token_env.reference_model, token_env.tokenizer, lora=self._lora_config())
         policy.follow(self.env)
         return policy
+
+    def _lora_config(self) -> Any:
+        """The ``peft.LoraConfig`` the config asks for, None for a full copy."""
+        cfg = self.config
+        if cfg.lora_rank is None:
+            return None
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=cfg.lora_rank,
+            lora_alpha=2 * cfg.lora_rank if cfg.lora_alpha is None else cfg.lora_alpha,
+            target_modules=None if cfg.lora_target_modules is None else list(cfg.lora_target_modules),
+            lora_dropout=0.0,  # dropout stays off: the PPO ratio compares one function with itself
+        )
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """The fine-tuned LM as a Hugging Face model folder, with its tokenizer and value head."""
