@@ -294,7 +294,7 @@ def test_ansi_render():
     [
         ({"reward": "fast"}, "reward must be one of"),
         ({"max_speed": 8.0}, "max_speed"),
-        ({"dt": 0.0}, "dt must be > 0"),
+        ({"dt": 0.0}, r"dt must be in \(0"),
         ({"horizon": 0}, "horizon"),
         ({"lead_brake_probability": 1.5}, "lead_brake_probability"),
         ({"initial_gap": (0.0, 5.0)}, "initial_gap"),

@@ -27,6 +27,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from rlhf_envs.device import resolve_device
+from rlhf_envs.envs.arguments import positive_int
 
 TensorDict = dict[str, torch.Tensor]
 
@@ -97,16 +98,57 @@ def _check_render_mode(render_mode: str | None, metadata: dict[str, Any]) -> Non
         )
 
 
-def _validate_numpy_actions(actions: Any, space: gym.Space) -> np.ndarray:
-    array = np.asarray(actions)
-    if isinstance(space, gym.spaces.Discrete | gym.spaces.MultiDiscrete):
-        if not np.issubdtype(array.dtype, np.integer):
-            raise ValueError(f"actions must be integers for {space}, got dtype {array.dtype}")
-    if array.shape != space.shape:
-        raise ValueError(f"actions must have shape {space.shape} for {space}, got {array.shape}")
-    if not space.contains(array.astype(space.dtype)):
-        raise ValueError(f"action {actions!r} is outside the action space {space}")
-    return array
+def action_tensor_for(
+    actions: Any, space: gym.Space, shape: tuple[int, ...], device: torch.device
+) -> torch.Tensor:
+    """``actions`` (Python, NumPy or torch numbers of any dtype) as the tensor a core steps with on
+    ``device``: int64 for a ``Discrete`` space, the space's float dtype for a ``Box``.
+
+    Refused with a ``TypeError`` (not numbers; bools; complex numbers) or a ``ValueError`` (another
+    ``shape``; for a ``Discrete`` space a non-integer dtype, even 2.0, or a value outside it; for a
+    ``Box`` NaN, infinities or values outside its bounds), each naming the action. A tensor on another
+    device than the CPU is checked there with tensor ops (a device-side assert would leave CUDA unusable):
+    reading the verdict is the one host sync such a step makes.
+    """
+    if isinstance(actions, torch.Tensor):
+        values: np.ndarray | torch.Tensor = actions.detach()
+        kind = "b" if actions.dtype == torch.bool else "c" if actions.is_complex() else None
+        kind = kind or ("f" if actions.dtype.is_floating_point else "i")
+        # torch compares unsigned integers wider than 8 bits only partly; NumPy handles them on the CPU.
+        if actions.device.type == "cpu" and actions.dtype in (torch.uint16, torch.uint32, torch.uint64):
+            values = actions.numpy()
+    else:
+        values = np.asarray(actions)
+        kind = values.dtype.kind
+    if kind == "b" or kind not in "iuf":
+        what = "bools" if kind == "b" else f"dtype {values.dtype}"
+        raise TypeError(f"actions must be numbers for {space}, got {what}: {actions!r}")
+    if tuple(values.shape) != shape:
+        raise ValueError(f"actions must have shape {shape} for {space}, got {tuple(values.shape)}")
+    if isinstance(space, gym.spaces.Discrete):
+        if kind not in "iu":
+            raise ValueError(f"actions must be integers for {space}, got dtype {values.dtype}: {actions!r}")
+        low, high = int(space.start), int(space.start + space.n) - 1
+        if isinstance(values, np.ndarray):
+            # NumPy compares every integer dtype with Python ints exactly (no uint64 wrap-around).
+            if not ((values >= low) & (values <= high)).all():
+                raise ValueError(f"action {actions!r} is outside the action space {space}")
+            return torch.as_tensor(values.astype(np.int64), device=device)
+        tensor = values.to(device=device, dtype=torch.int64)
+        outside = (tensor < low) | (tensor > high)
+    elif isinstance(space, gym.spaces.Box):
+        low = torch.as_tensor(space.low, device=device)
+        high = torch.as_tensor(space.high, device=device)
+        real = torch.as_tensor(
+            values.astype(np.float64) if isinstance(values, np.ndarray) else values, device=device
+        )
+        tensor = real.to(low.dtype)  # a finite float64 beyond float32's range becomes inf: outside
+        outside = ~torch.isfinite(real) | (tensor < low) | (tensor > high)
+    else:
+        raise TypeError(f"a batched core takes Discrete or Box actions, not {space}")
+    if bool(outside.any()):
+        raise ValueError(f"action {actions!r} is outside the action space {space} (or not finite)")
+    return tensor
 
 
 class CoreEnv(gym.Env):
@@ -128,6 +170,7 @@ class CoreEnv(gym.Env):
         self._generator = torch.Generator(device=core.device)
         self._state: torch.Tensor | None = None
         self._elapsed = 0
+        self._ended = False  # the episode terminated or was truncated: step() waits for reset()
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
         super().reset(seed=seed)
@@ -135,17 +178,21 @@ class CoreEnv(gym.Env):
         self._generator.manual_seed(int(self.np_random.integers(2**63 - 1)))
         self._state = self.core.reset(1, self._generator)
         self._elapsed = 0
+        self._ended = False
         return self._observation(), {}
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
         if self._state is None:
             raise RuntimeError("call reset() before step()")
-        action = _validate_numpy_actions(action, self.action_space)
-        action_tensor = torch.as_tensor(action, device=self.core.device).unsqueeze(0)
+        if self._ended:
+            raise RuntimeError("the episode has ended (terminated or truncated): call reset() before step()")
+        space = self.action_space
+        action_tensor = action_tensor_for(action, space, space.shape, self.core.device).unsqueeze(0)
         self._state, reward, terminated, info = self.core.step(self._state, action_tensor, self._generator)
         self._elapsed += 1
         terminated_flag = bool(terminated[0])
         truncated = self._elapsed >= self.core.horizon and not terminated_flag
+        self._ended = terminated_flag or truncated
         step_info = {name: value[0].item() for name, value in info.items()}
         return self._observation(), float(reward[0]), terminated_flag, truncated, step_info
 
@@ -169,11 +216,12 @@ class CoreEnv(gym.Env):
 
     def state_dict(self) -> dict[str, Any]:
         """The episode in progress and every random state: loading it continues this env exactly."""
-        return _face_state(self, self._state, self._elapsed, self._generator)
+        return {**_face_state(self, self._state, self._elapsed, self._generator), "ended": self._ended}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from ``state_dict()`` of an env with the same core, on the same kind of device."""
         self._state, self._elapsed = _load_face_state(self, state, self._generator)
+        self._ended = bool(state["ended"])
 
     def _observation(self) -> Any:
         observation = self.core.observe(self._state)[0].cpu().numpy()
@@ -205,8 +253,7 @@ class CoreVectorEnv(VectorEnv):
         as_tensors: bool = False,
         render_mode: str | None = None,
     ) -> None:
-        if num_envs < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        num_envs = positive_int("num_envs", num_envs)
         _check_render_mode(render_mode, self.metadata)
         self.core = core
         self.device = core.device
@@ -232,7 +279,9 @@ class CoreVectorEnv(VectorEnv):
         if self._state is None:
             raise RuntimeError("call reset() before step()")
         state, reward, terminated, info = self.core.step(
-            self._state, self._action_tensor(actions), self._generator
+            self._state,
+            action_tensor_for(actions, self.single_action_space, self.action_space.shape, self.device),
+            self._generator,
         )
         self._elapsed += 1
         truncated = (self._elapsed >= self.core.horizon) & ~terminated
@@ -275,18 +324,6 @@ class CoreVectorEnv(VectorEnv):
         """Continue from ``state_dict()`` of an env with the same core and ``num_envs``, on the
         same kind of device; raises ``ValueError`` otherwise."""
         self._state, self._elapsed = _load_face_state(self, state, self._generator)
-
-    def _action_tensor(self, actions: Any) -> torch.Tensor:
-        if isinstance(actions, torch.Tensor):
-            expected = self.action_space.shape
-            if tuple(actions.shape) != expected:
-                raise ValueError(f"actions must have shape {expected}, got {tuple(actions.shape)}")
-            # A range check on a GPU tensor would sync with the host every step; there the
-            # core's indexing asserts instead.
-            if actions.device.type == "cpu":
-                _validate_numpy_actions(actions.numpy(), self.action_space)
-            return actions.to(self.device)
-        return torch.as_tensor(_validate_numpy_actions(actions, self.action_space), device=self.device)
 
     def _output(self, value: torch.Tensor) -> Any:
         return value if self.as_tensors else value.cpu().numpy()

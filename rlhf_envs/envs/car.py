@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,6 +10,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from rlhf_envs.envs.arguments import boolean, positive_int, real
 from rlhf_envs.envs.batched import BatchedCore, CoreEnv, CoreVectorEnv, TensorDict
 
 REWARDS = ("lecture", "speed")
@@ -80,23 +82,26 @@ class CarDrivingConfig:
         positive = ("destination", "dt", "max_speed", "acceleration", "deceleration", "lead_cruise_speed")
         positive += ("lead_acceleration", "lead_deceleration", "sensor_range")
         for name in positive:
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if not isinstance(self.horizon, int | np.integer) or self.horizon < 1:
-            raise ValueError(f"horizon must be an integer >= 1, got {self.horizon!r}")
+            setattr(self, name, real(name, getattr(self, name), low=0.0, low_open=True))
+        for name in ("arrival_reward", "collision_reward"):
+            setattr(self, name, real(name, getattr(self, name)))
+        self.lead_brake_probability = real(
+            "lead_brake_probability", self.lead_brake_probability, low=0.0, high=1.0
+        )
+        self.horizon = positive_int("horizon", self.horizon)
+        self.continuous = boolean("continuous", self.continuous)
+        self.discrete_observation = boolean("discrete_observation", self.discrete_observation)
         if self.max_speed <= self.lead_cruise_speed:
             raise ValueError(
                 f"max_speed ({self.max_speed}) must exceed lead_cruise_speed ({self.lead_cruise_speed}): "
                 "otherwise the ego can never catch up with the lead car"
             )
-        if not 0.0 <= self.lead_brake_probability <= 1.0:
-            raise ValueError(f"lead_brake_probability must lie in [0, 1], got {self.lead_brake_probability}")
         for name, low, high in (
             ("initial_gap", 0.0, None),
             ("initial_speed", 0.0, self.max_speed),
             ("initial_lead_speed", 0.0, self.lead_cruise_speed),
         ):
-            value = tuple(getattr(self, name))
+            value = _reals(name, getattr(self, name))
             if (
                 len(value) != 2
                 or not value[0] <= value[1]
@@ -110,10 +115,10 @@ class CarDrivingConfig:
             setattr(self, name, value)
         if self.initial_gap[0] == 0.0:
             raise ValueError("initial_gap must start above 0: a gap of 0 is a collision")
-        if self.reward not in REWARDS:
+        if not isinstance(self.reward, str) or self.reward not in REWARDS:
             raise ValueError(f"reward must be one of {REWARDS}, got {self.reward!r}")
         for name in ("gap_bins", "speed_bins", "lead_speed_bins"):
-            edges = tuple(float(edge) for edge in getattr(self, name))
+            edges = _reals(name, getattr(self, name))
             if not edges or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
                 raise ValueError(f"{name} must be a non-empty, strictly increasing sequence, got {edges}")
             setattr(self, name, edges)
@@ -122,6 +127,13 @@ class CarDrivingConfig:
     def num_bins(self) -> tuple[int, int, int]:
         """Bins of (ego speed, lead speed, gap) in the discrete observation."""
         return len(self.speed_bins) + 1, len(self.lead_speed_bins) + 1, len(self.gap_bins) + 1
+
+
+def _reals(name: str, values: Any) -> tuple[float, ...]:
+    """A sequence of finite real numbers as a tuple of floats; a TypeError or ValueError names ``name``."""
+    if isinstance(values, str) or not isinstance(values, Sequence | np.ndarray):
+        raise TypeError(f"{name} must be a sequence of numbers, got {values!r}")
+    return tuple(real(f"{name}[{i}]", value) for i, value in enumerate(values))
 
 
 class CarDrivingCore(BatchedCore):
@@ -310,6 +322,7 @@ class CarDriving(CoreEnv):
     ## Episode end
     Terminates on arriving (ego position >= destination) or colliding (gap <= 0; a collision
     wins if both happen in one step). Truncates after `horizon` epochs.
+    After the episode has terminated or been truncated, `step()` raises a RuntimeError until `reset()`.
 
     ## Arguments
     Every field of :class:`CarDrivingConfig` is a keyword argument (dynamics, starting ranges,

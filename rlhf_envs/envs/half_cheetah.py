@@ -7,8 +7,11 @@ import os
 from typing import Any, Literal
 
 import numpy as np
+import torch
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from gymnasium.utils import EzPickle
+
+from rlhf_envs.envs.arguments import positive_int, real
 
 # Without a display MuJoCo's default GLFW backend cannot render; EGL renders headless (Mesa's software
 # renderer on a CPU machine, the NVIDIA driver on a GPU one). An explicit MUJOCO_GL is left as it is.
@@ -73,6 +76,8 @@ class HalfCheetah(HalfCheetahEnv):
       is always the episode's length; its registration adds no ``TimeLimit``. Change the horizon with
       ``horizon=``; a ``max_episode_steps`` given to ``gym.make`` would cut episodes without changing
       :math:`N`.
+    - After the episode has terminated or been truncated, ``step()`` raises a ``RuntimeError`` until
+      ``reset()``.
 
     ## Arguments
     ```python
@@ -123,12 +128,11 @@ class HalfCheetah(HalfCheetahEnv):
             )
         if reward not in REWARDS:
             raise ValueError(f"reward must be one of {REWARDS} or a reward model, got {reward!r}")
-        if isinstance(horizon, bool) or not isinstance(horizon, int | np.integer) or horizon < 1:
-            raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
-        if not frame_width > 0:
-            raise ValueError(f"frame_width must be positive (metres), got {frame_width!r}")
-        if not 0 < max_torso_angle < math.pi:
-            raise ValueError(f"max_torso_angle must be in (0, pi) radians, got {max_torso_angle!r}")
+        horizon = positive_int("horizon", horizon)
+        frame_width = real("frame_width", frame_width, low=0.0, low_open=True)
+        max_torso_angle = real(
+            "max_torso_angle", max_torso_angle, low=0.0, high=math.pi, low_open=True, high_open=True
+        )
         super().__init__(**kwargs)
         # HalfCheetahEnv recorded its own positional arguments for pickling and copying; record ours instead.
         EzPickle.__init__(
@@ -152,15 +156,19 @@ class HalfCheetah(HalfCheetahEnv):
         except KeyError as error:
             raise ValueError(f"the MuJoCo model needs the joints 'rootx' and 'rooty': {error}") from None
         self._elapsed_steps = 0
+        self._ended = False  # the episode terminated or was truncated: step() waits for reset()
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict]:
         self._elapsed_steps = 0
+        self._ended = False
         return super().reset(seed=seed, options=options)
 
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        obs, forward_reward, _, _, info = super().step(action)
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self._ended:
+            raise RuntimeError("the episode has ended (terminated or truncated): call reset() before step()")
+        obs, forward_reward, _, _, info = super().step(self._controls(action))
         self._elapsed_steps += 1
         n = self._elapsed_steps
         qpos = self.data.qpos
@@ -177,6 +185,25 @@ class HalfCheetah(HalfCheetahEnv):
         info["step"] = n
         info["lecture_reward"] = lecture_reward
         info["forward_reward"] = forward_reward
-        if self._lecture:
-            return obs, lecture_reward, exited, n >= self.horizon, info
-        return obs, forward_reward, False, n >= self.horizon, info
+        terminated, truncated = self._lecture and exited, n >= self.horizon
+        self._ended = terminated or truncated
+        return obs, lecture_reward if self._lecture else forward_reward, terminated, truncated, info
+
+    def _controls(self, action: Any) -> np.ndarray:
+        """``action`` as the space's float32 controls, whatever numbers it came as (NumPy, torch or Python).
+
+        Bools, complex numbers, another shape, NaN and infinities are refused with a ValueError or TypeError
+        naming the action; finite values outside [-1, 1] are clipped by MuJoCo, as in ``HalfCheetah-v5``.
+        """
+        if isinstance(action, torch.Tensor):
+            if action.dtype == torch.bool or action.is_complex():
+                raise TypeError(f"action must be real numbers, got a {action.dtype} tensor")
+            action = action.detach().cpu().to(torch.float64).numpy()
+        array = np.asarray(action)
+        if array.dtype.kind not in "iuf":
+            raise TypeError(f"action must be real numbers, got dtype {array.dtype}: {action!r}")
+        if array.shape != self.action_space.shape:
+            raise ValueError(f"action must have shape {self.action_space.shape}, got {array.shape}")
+        if not np.isfinite(array).all():
+            raise ValueError(f"action must be finite, got {action!r}")
+        return array.astype(self.action_space.dtype)

@@ -8,6 +8,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from rlhf_envs.envs.arguments import positive_int, real
 from rlhf_envs.envs.batched import BatchedCore, CoreEnv, CoreVectorEnv
 
 # The default instance (see TabularMDP's docstring). States 0–3 form a path to a goal.
@@ -37,15 +38,18 @@ DEFAULT_GAMMA = 0.9
 
 
 def validate_mdp(P: Any, R: Any, gamma: float) -> tuple[np.ndarray, np.ndarray]:
-    """Check (P, R, γ) and return them as float64 arrays; a ValueError names what is wrong."""
-    P = np.asarray(P, dtype=np.float64)
-    R = np.asarray(R, dtype=np.float64)
+    """Check (P, R, γ) and return them as float64 arrays; a ValueError or TypeError names what is wrong."""
+    P, R = _float_table("P", P), _float_table("R", R)
     if P.ndim != 3 or P.shape[0] != P.shape[2]:
         raise ValueError(f"P must have shape [S, A, S] (P[s, a, s'] = probability), got {P.shape}")
     if R.shape != P.shape[:2]:
         raise ValueError(f"R must have shape [S, A] = {P.shape[:2]} to match P, got {R.shape}")
     if not (np.isfinite(P).all() and np.isfinite(R).all()):
         raise ValueError("P and R must be finite")
+    # The batched core pays rewards from a float32 table: a larger reward would become infinity.
+    if np.abs(R).max(initial=0.0) > np.finfo(np.float32).max:
+        s, a = np.unravel_index(np.abs(R).argmax(), R.shape)
+        raise ValueError(f"R[{s}, {a}] = {R[s, a]} is beyond float32's range, in which rewards are paid")
     if (P < 0).any():
         s, a, s_next = np.argwhere(P < 0)[0]
         raise ValueError(f"P has a negative probability: P[{s}, {a}, {s_next}] = {P[s, a, s_next]}")
@@ -55,9 +59,15 @@ def validate_mdp(P: Any, R: Any, gamma: float) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(
             f"P[{s}, {a}, :] must sum to 1 (a distribution over next states), sums to {row_sums[s, a]}"
         )
-    if not 0.0 <= gamma < 1.0:
-        raise ValueError(f"gamma must lie in [0, 1), got {gamma}")
+    real("gamma", gamma, low=0.0, high=1.0, high_open=True)
     return P, R
+
+
+def _float_table(name: str, table: Any) -> np.ndarray:
+    array = np.asarray(table)
+    if array.dtype.kind not in "iuf":  # bools, complex numbers, strings, ragged lists
+        raise TypeError(f"{name} must be an array of real numbers, got dtype {array.dtype}")
+    return array.astype(np.float64)
 
 
 def value_iteration(
@@ -94,15 +104,14 @@ class TabularCore(BatchedCore):
         super().__init__(device)
         P, R = validate_mdp(P, R, gamma)
         num_states, num_actions = R.shape
-        initial = np.asarray(initial_state_distribution, dtype=np.float64)
+        initial = _float_table("initial_state_distribution", initial_state_distribution)
         if initial.shape != (num_states,) or (initial < 0).any() or not np.isclose(initial.sum(), 1.0):
             raise ValueError(
                 f"initial_state_distribution must be {num_states} non-negative numbers summing to 1, "
                 f"got {initial}"
             )
-        if horizon < 1:
-            raise ValueError(f"horizon must be >= 1, got {horizon}")
-        self.P, self.R, self.gamma, self.horizon = P, R, gamma, horizon
+        self.P, self.R, self.gamma = P, R, float(gamma)
+        self.horizon = positive_int("horizon", horizon)
         self.observation_space = gym.spaces.Discrete(num_states)
         self.action_space = gym.spaces.Discrete(num_actions)
         # Sampling by inverting cumulative distributions takes one uniform draw per episode and
@@ -159,6 +168,7 @@ class TabularMDP(CoreEnv):
     ## Episode end
     The MDP is continuing (discounted by γ, never terminates); an episode is truncated after
     `horizon` steps. Agents should bootstrap through the truncation.
+    After the episode has terminated or been truncated, `step()` raises a RuntimeError until `reset()`.
 
     ## Arguments
     - `P`: transition probabilities, shape [S, A, S], `P[s, a, s']`; rows sum to 1.
@@ -244,9 +254,9 @@ class TabularMDPVectorEnv(CoreVectorEnv):
         self.P, self.R = core.P, core.R
 
 
-def _initial_or_default(initial_state_distribution: Any, P: Any) -> np.ndarray:
+def _initial_or_default(initial_state_distribution: Any, P: Any) -> Any:
     if initial_state_distribution is not None:
-        return np.asarray(initial_state_distribution, dtype=np.float64)
+        return initial_state_distribution
     start = np.zeros(np.shape(P)[0])
     start[0] = 1.0
     return start
