@@ -17,6 +17,7 @@ import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv, VectorWrapper
 
 from agents.token_policy import PackedTokenObservations
+from rlhf_envs.device import resolve_device
 from rlhf_envs.envs.batched import CoreEnv, CoreVectorEnv
 
 
@@ -98,8 +99,21 @@ def make_tensor_vector_env(env: Any, num_envs: int, device: torch.device) -> Vec
         return TorchVectorEnv(SyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.SAME_STEP), device)
     if isinstance(env, CoreVectorEnv):
         return env.to_vector(device=device)
-    if isinstance(env, PackedTokenObservations) and env.device == device:
+    if isinstance(env, PackedTokenObservations) and same_device(env.device, device):
         return env  # the TokenEnv as the token agents prepare it
+    if isinstance(env, VectorEnv) and getattr(env.unwrapped, "as_tensors", False):
+        # One of our tensor envs inside vector wrappers (e.g. a learned reward): stepped as it is.
+        if not same_device(env.unwrapped.device, device):
+            raise ValueError(
+                f"the env's tensors are on {env.unwrapped.device} and the agent's on {device}: "
+                "make both on one device"
+            )
+        if env.metadata.get("autoreset_mode") != AutoresetMode.SAME_STEP:
+            raise ValueError(
+                "vector envs must autoreset in the same step: build them with "
+                "autoreset_mode=gymnasium.vector.AutoresetMode.SAME_STEP"
+            )
+        return env
     if isinstance(env, VectorEnv):
         if env.metadata.get("autoreset_mode") != AutoresetMode.SAME_STEP:
             raise ValueError(
@@ -118,6 +132,12 @@ def make_tensor_vector_env(env: Any, num_envs: int, device: torch.device) -> Vec
             env_fns = [lambda: gym.make(env.spec)] * num_envs
         return TorchVectorEnv(SyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.SAME_STEP), device)
     raise TypeError(f"expected an env id, a gymnasium Env or a VectorEnv, got {type(env).__name__}")
+
+
+def same_device(a: str | torch.device, b: str | torch.device) -> bool:
+    """Whether ``a`` and ``b`` name one device: ``"cuda"`` is the current CUDA device, so it equals
+    ``"cuda:0"`` there (``torch.device("cuda") != torch.device("cuda:0")``)."""
+    return resolve_device(a) == resolve_device(b)
 
 
 def env_gamma(env: VectorEnv) -> float | None:

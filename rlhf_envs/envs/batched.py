@@ -91,6 +91,13 @@ class BatchedCore(abc.ABC):
         raise NotImplementedError(f"{type(self).__name__} has no render modes")
 
 
+def default_vector_device(device: str | torch.device | None, as_tensors: bool) -> torch.device:
+    """The device of a vector face: ``device`` when given, else CUDA when present for a face that
+    speaks tensors, and the CPU for one that speaks NumPy (on a GPU it would copy the actions up and
+    every output down each step, slower than stepping on the CPU)."""
+    return resolve_device(("auto" if as_tensors else "cpu") if device is None else device)
+
+
 def _check_render_mode(render_mode: str | None, metadata: dict[str, Any]) -> None:
     if render_mode is not None and render_mode not in metadata["render_modes"]:
         raise ValueError(
@@ -98,57 +105,64 @@ def _check_render_mode(render_mode: str | None, metadata: dict[str, Any]) -> Non
         )
 
 
-def action_tensor_for(
-    actions: Any, space: gym.Space, shape: tuple[int, ...], device: torch.device
-) -> torch.Tensor:
-    """``actions`` (Python, NumPy or torch numbers of any dtype) as the tensor a core steps with on
-    ``device``: int64 for a ``Discrete`` space, the space's float dtype for a ``Box``.
+class ActionCheck:
+    """Reads the actions of a face as the tensor its core steps with, on ``device``: int64 for a
+    ``Discrete`` space, the space's float dtype for a ``Box``; ``shape`` is the face's action shape.
 
-    Refused with a ``TypeError`` (not numbers; bools; complex numbers) or a ``ValueError`` (another
-    ``shape``; for a ``Discrete`` space a non-integer dtype, even 2.0, or a value outside it; for a
-    ``Box`` NaN, infinities or values outside its bounds), each naming the action. A tensor on another
-    device than the CPU is checked there with tensor ops (a device-side assert would leave CUDA unusable):
-    reading the verdict is the one host sync such a step makes.
+    Any Python, NumPy or torch numbers are read by their values, whatever their dtype. Refused with a
+    ``TypeError`` (not numbers; bools; complex numbers) or a ``ValueError`` (another shape; for a
+    ``Discrete`` space a non-integer dtype, even 2.0, or a value outside it; for a ``Box`` NaN,
+    infinities or values outside its bounds), each naming the action. A tensor on a GPU is checked
+    there with tensor ops, not by a device-side assert (which would leave CUDA unusable until the
+    process ends): reading the verdict is the one host sync such a step makes.
     """
-    if isinstance(actions, torch.Tensor):
-        values: np.ndarray | torch.Tensor = actions.detach()
-        kind = "b" if actions.dtype == torch.bool else "c" if actions.is_complex() else None
-        kind = kind or ("f" if actions.dtype.is_floating_point else "i")
-        # torch compares unsigned integers wider than 8 bits only partly; NumPy handles them on the CPU.
-        if actions.device.type == "cpu" and actions.dtype in (torch.uint16, torch.uint32, torch.uint64):
-            values = actions.numpy()
-    else:
-        values = np.asarray(actions)
-        kind = values.dtype.kind
-    if kind == "b" or kind not in "iuf":
-        what = "bools" if kind == "b" else f"dtype {values.dtype}"
-        raise TypeError(f"actions must be numbers for {space}, got {what}: {actions!r}")
-    if tuple(values.shape) != shape:
-        raise ValueError(f"actions must have shape {shape} for {space}, got {tuple(values.shape)}")
-    if isinstance(space, gym.spaces.Discrete):
-        if kind not in "iu":
-            raise ValueError(f"actions must be integers for {space}, got dtype {values.dtype}: {actions!r}")
-        low, high = int(space.start), int(space.start + space.n) - 1
-        if isinstance(values, np.ndarray):
-            # NumPy compares every integer dtype with Python ints exactly (no uint64 wrap-around).
-            if not ((values >= low) & (values <= high)).all():
-                raise ValueError(f"action {actions!r} is outside the action space {space}")
-            return torch.as_tensor(values.astype(np.int64), device=device)
-        tensor = values.to(device=device, dtype=torch.int64)
-        outside = (tensor < low) | (tensor > high)
-    elif isinstance(space, gym.spaces.Box):
-        low = torch.as_tensor(space.low, device=device)
-        high = torch.as_tensor(space.high, device=device)
-        real = torch.as_tensor(
-            values.astype(np.float64) if isinstance(values, np.ndarray) else values, device=device
-        )
-        tensor = real.to(low.dtype)  # a finite float64 beyond float32's range becomes inf: outside
-        outside = ~torch.isfinite(real) | (tensor < low) | (tensor > high)
-    else:
-        raise TypeError(f"a batched core takes Discrete or Box actions, not {space}")
-    if bool(outside.any()):
-        raise ValueError(f"action {actions!r} is outside the action space {space} (or not finite)")
-    return tensor
+
+    def __init__(self, space: gym.Space, shape: tuple[int, ...], device: torch.device) -> None:
+        if not isinstance(space, gym.spaces.Discrete | gym.spaces.Box):
+            raise TypeError(f"a batched core takes Discrete or Box actions, not {space}")
+        self.space, self.shape, self.device = space, shape, device
+        if isinstance(space, gym.spaces.Box):  # on the device once, not uploaded every step
+            self._low = torch.as_tensor(space.low, device=device)
+            self._high = torch.as_tensor(space.high, device=device)
+
+    def __call__(self, actions: Any) -> torch.Tensor:
+        space = self.space
+        if isinstance(actions, torch.Tensor):
+            values: np.ndarray | torch.Tensor = actions.detach()
+            kind = "b" if actions.dtype == torch.bool else "c" if actions.is_complex() else None
+            kind = kind or ("f" if actions.dtype.is_floating_point else "i")
+            # torch compares unsigned integers wider than 8 bits only partly; NumPy does it on the CPU.
+            if actions.device.type == "cpu" and actions.dtype in (torch.uint16, torch.uint32, torch.uint64):
+                values = actions.numpy()
+        else:
+            values = np.asarray(actions)
+            kind = values.dtype.kind
+        if kind == "b" or kind not in "iuf":
+            what = "bools" if kind == "b" else f"dtype {values.dtype}"
+            raise TypeError(f"actions must be numbers for {space}, got {what}: {actions!r}")
+        if tuple(values.shape) != self.shape:
+            raise ValueError(f"actions must have shape {self.shape} for {space}, got {tuple(values.shape)}")
+        if isinstance(space, gym.spaces.Discrete):
+            if kind not in "iu":
+                raise ValueError(
+                    f"actions must be integers for {space}, got dtype {values.dtype}: {actions!r}"
+                )
+            low, high = int(space.start), int(space.start + space.n) - 1
+            if isinstance(values, np.ndarray):
+                # NumPy compares every integer dtype with Python ints exactly (no uint64 wrap-around).
+                if not ((values >= low) & (values <= high)).all():
+                    raise ValueError(f"action {actions!r} is outside the action space {space}")
+                return torch.as_tensor(values.astype(np.int64), device=self.device)
+            tensor = values.to(device=self.device, dtype=torch.int64)
+            outside = (tensor < low) | (tensor > high)
+        else:
+            real = values.astype(np.float64) if isinstance(values, np.ndarray) else values
+            real = torch.as_tensor(real, device=self.device)
+            tensor = real.to(self._low.dtype)  # a finite float64 beyond float32's range becomes inf
+            outside = ~torch.isfinite(real) | (tensor < self._low) | (tensor > self._high)
+        if bool(outside.any()):
+            raise ValueError(f"action {actions!r} is outside the action space {space} (or not finite)")
+        return tensor
 
 
 class CoreEnv(gym.Env):
@@ -171,6 +185,7 @@ class CoreEnv(gym.Env):
         self._state: torch.Tensor | None = None
         self._elapsed = 0
         self._ended = False  # the episode terminated or was truncated: step() waits for reset()
+        self._check_action = ActionCheck(core.action_space, core.action_space.shape, core.device)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
         super().reset(seed=seed)
@@ -186,8 +201,7 @@ class CoreEnv(gym.Env):
             raise RuntimeError("call reset() before step()")
         if self._ended:
             raise RuntimeError("the episode has ended (terminated or truncated): call reset() before step()")
-        space = self.action_space
-        action_tensor = action_tensor_for(action, space, space.shape, self.core.device).unsqueeze(0)
+        action_tensor = self._check_action(action).unsqueeze(0)
         self._state, reward, terminated, info = self.core.step(self._state, action_tensor, self._generator)
         self._elapsed += 1
         terminated_flag = bool(terminated[0])
@@ -267,6 +281,7 @@ class CoreVectorEnv(VectorEnv):
         self._generator = torch.Generator(device=self.device)
         self._state: torch.Tensor | None = None
         self._elapsed = torch.zeros(num_envs, dtype=torch.long, device=self.device)
+        self._check_actions = ActionCheck(core.action_space, self.action_space.shape, self.device)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
         super().reset(seed=seed)
@@ -279,9 +294,7 @@ class CoreVectorEnv(VectorEnv):
         if self._state is None:
             raise RuntimeError("call reset() before step()")
         state, reward, terminated, info = self.core.step(
-            self._state,
-            action_tensor_for(actions, self.single_action_space, self.action_space.shape, self.device),
-            self._generator,
+            self._state, self._check_actions(actions), self._generator
         )
         self._elapsed += 1
         truncated = (self._elapsed >= self.core.horizon) & ~terminated

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from rlhf_envs.envs.arguments import boolean, positive_int, real
-from rlhf_envs.envs.batched import BatchedCore, CoreEnv, CoreVectorEnv, TensorDict
+from rlhf_envs.envs.batched import BatchedCore, CoreEnv, CoreVectorEnv, TensorDict, default_vector_device
 
 REWARDS = ("lecture", "speed")
 
@@ -363,7 +363,8 @@ class CarDrivingVectorEnv(CoreVectorEnv):
     """``num_envs`` cars of :class:`CarDriving` on one device; see :class:`CoreVectorEnv`.
 
     Takes the same keyword arguments as :class:`CarDriving` (the fields of
-    :class:`CarDrivingConfig`), ``device="auto"`` and ``as_tensors``.
+    :class:`CarDrivingConfig`), ``as_tensors`` and ``device`` (by default CUDA when present for tensors,
+    the CPU for NumPy in and out: see :func:`~rlhf_envs.envs.batched.default_vector_device`).
 
     >>> import gymnasium as gym
     >>> import torch
@@ -385,14 +386,13 @@ class CarDrivingVectorEnv(CoreVectorEnv):
         self,
         num_envs: int = 1,
         render_mode: str | None = None,
-        device: str | torch.device = "auto",
+        device: str | torch.device | None = None,
         as_tensors: bool = False,
         **config: Any,
     ) -> None:
         self.config = CarDrivingConfig(**config)
-        super().__init__(
-            CarDrivingCore(self.config, device), num_envs, as_tensors=as_tensors, render_mode=render_mode
-        )
+        core = CarDrivingCore(self.config, default_vector_device(device, as_tensors))
+        super().__init__(core, num_envs, as_tensors=as_tensors, render_mode=render_mode)
 
 
 __all__ = ["CarDriving", "CarDrivingConfig", "CarDrivingCore", "CarDrivingVectorEnv", "RGB_SHAPE"]

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from rlhf_envs.envs.arguments import positive_int, real
-from rlhf_envs.envs.batched import BatchedCore, CoreEnv, CoreVectorEnv
+from rlhf_envs.envs.batched import BatchedCore, CoreEnv, CoreVectorEnv, default_vector_device
 
 # The default instance (see TabularMDP's docstring). States 0–3 form a path to a goal.
 # Actions: 0 = rest (a small sure reward, stay), 1 = advance (no reward now, usually one state
@@ -114,11 +114,23 @@ class TabularCore(BatchedCore):
         self.horizon = positive_int("horizon", horizon)
         self.observation_space = gym.spaces.Discrete(num_states)
         self.action_space = gym.spaces.Discrete(num_actions)
+        self._initial = initial
+        self._build_tables()
+
+    def _build_tables(self) -> None:
         # Sampling by inverting cumulative distributions takes one uniform draw per episode and
-        # scales better with B than torch.multinomial over rows.
-        self._transition_cdf = torch.as_tensor(P.cumsum(axis=2), dtype=torch.float64, device=self.device)
-        self._initial_cdf = torch.as_tensor(initial.cumsum(), dtype=torch.float64, device=self.device)
-        self._R = torch.as_tensor(R, dtype=torch.float32, device=self.device)
+        # scales better with B than torch.multinomial over rows. float64 costs nothing on a CPU (and
+        # keeps the episodes seeded there as they were); a GPU runs float64 at a fraction of float32's
+        # speed, and float32 resolves probabilities to 1e-7.
+        dtype = torch.float64 if self.device.type == "cpu" else torch.float32
+        self._transition_cdf = torch.as_tensor(self.P.cumsum(axis=2), dtype=dtype, device=self.device)
+        self._initial_cdf = torch.as_tensor(self._initial.cumsum(), dtype=dtype, device=self.device)
+        self._R = torch.as_tensor(self.R, dtype=torch.float32, device=self.device)
+
+    def to(self, device: str | torch.device) -> TabularCore:
+        moved = super().to(device)
+        moved._build_tables()
+        return moved
 
     def reset(self, num_envs: int, generator: torch.Generator) -> torch.Tensor:
         return self._sample(self._initial_cdf.expand(num_envs, -1), generator)
@@ -221,7 +233,9 @@ class TabularMDP(CoreEnv):
 class TabularMDPVectorEnv(CoreVectorEnv):
     """``num_envs`` episodes of :class:`TabularMDP` on one device; see :class:`CoreVectorEnv`.
 
-    Takes the arguments of :class:`TabularMDP`, ``device="auto"`` and ``as_tensors``.
+    Takes the arguments of :class:`TabularMDP`, ``as_tensors`` and ``device`` (by default CUDA when
+    present for tensors, the CPU for NumPy in and out: see
+    :func:`~rlhf_envs.envs.batched.default_vector_device`).
 
     >>> import gymnasium as gym
     >>> import numpy as np
@@ -246,9 +260,10 @@ class TabularMDPVectorEnv(CoreVectorEnv):
         horizon: int = 100,
         initial_state_distribution: Any = None,
         render_mode: str | None = None,
-        device: str | torch.device = "auto",
+        device: str | torch.device | None = None,
         as_tensors: bool = False,
     ) -> None:
+        device = default_vector_device(device, as_tensors)
         core = TabularCore(P, R, gamma, horizon, _initial_or_default(initial_state_distribution, P), device)
         super().__init__(core, num_envs, as_tensors=as_tensors, render_mode=render_mode)
         self.P, self.R = core.P, core.R
