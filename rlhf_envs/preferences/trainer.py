@@ -14,6 +14,7 @@ round trains on the labels given so far, later labels join the following rounds)
 The agent is anything with ``learn(steps)`` and ``predict(obs) -> (action, state)``: SB3's
 algorithms and ``agents.PPO``. It must train on an env whose reward is the reward model's, e.g.
 ``LearnedReward(env, reward_model)``: the model is refitted in place, so that env follows it.
+With SB3 the loop also runs inside ``model.learn`` as a callback (:meth:`PreferenceTrainer.as_callback`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -31,6 +32,9 @@ from rlhf_envs.preferences.segments import collect_segments, disagreement_pairs,
 from rlhf_envs.preferences.store import PreferenceStore
 from rlhf_envs.rewards.comparisons import Comparison, Segment
 from rlhf_envs.rewards.trajectory import FitResult, TrajectoryRewardModel
+
+if TYPE_CHECKING:
+    from rlhf_envs.preferences.sb3_callback import PreferenceCallback
 
 __all__ = ["PreferenceConfig", "PreferenceTrainer", "RoundReport", "label_schedule"]
 
@@ -214,39 +218,56 @@ class PreferenceTrainer:
             return disagreement_pairs(returns, count, self.rng, oversample=self.config.oversample)
         return uniform_pairs(len(segments), count, self.rng)
 
+    def start(self) -> None:
+        """Plan the rounds' labels; labels already in the store, and pairs still queued from an earlier
+        run, are counted against the earliest rounds' shares."""
+        config = self.config
+        self._schedule = label_schedule(config.label_budget, config.num_rounds, config.initial_label_fraction)
+        self._already = len(self.comparisons)
+        if isinstance(self.labeler, QueueLabeler):
+            self._already += self.labeler.outstanding
+
+    def run_round(self, round_index: int) -> RoundReport:
+        """One round but its policy training: roll out, query the round's labels, refit the reward model."""
+        config = self.config
+        segments = collect_segments(
+            self.env,
+            self.policy,
+            config.rollout_steps,
+            config.segment_length,
+            seed=int(self.rng.integers(2**31)),
+            min_length=config.min_segment_length,
+            render=config.render,
+        )
+        labels_wanted = self._schedule[round_index]
+        taken = min(self._already, labels_wanted)
+        self._already -= taken
+        self.query(segments, labels_wanted - taken)
+        fit = self.reward_model.fit(self.comparisons)
+        self._fitted = True
+        return RoundReport(
+            round=round_index,
+            timesteps=self.timesteps,
+            labels=len(self.comparisons),
+            fit=fit,
+            mean_segment_true_return=float(np.mean([s.true_return for s in segments])),
+        )
+
+    def as_callback(self) -> PreferenceCallback:
+        """This loop as an SB3 callback, ``agent`` being the SB3 model: ``agent.learn(
+        config.total_timesteps, callback=trainer.as_callback())`` runs the rounds as it trains."""
+        from rlhf_envs.preferences.sb3_callback import PreferenceCallback
+
+        return PreferenceCallback(self)
+
     def train(self) -> list[RoundReport]:
         """Run every round (rollout, query, label, refit, train the policy); returns their reports."""
         config = self.config
-        schedule = label_schedule(config.label_budget, config.num_rounds, config.initial_label_fraction)
         steps = np.diff(np.linspace(0, config.total_timesteps, config.num_rounds + 1).round()).astype(int)
-        # Labels already in the store, and pairs still queued from an earlier run, are counted
-        # against the earliest rounds' shares.
-        already = len(self.comparisons)
-        if isinstance(self.labeler, QueueLabeler):
-            already += self.labeler.outstanding
+        self.start()
         reports = []
-        for round_index, (labels_wanted, round_steps) in enumerate(zip(schedule, steps, strict=True)):
-            segments = collect_segments(
-                self.env,
-                self.policy,
-                config.rollout_steps,
-                config.segment_length,
-                seed=int(self.rng.integers(2**31)),
-                min_length=config.min_segment_length,
-                render=config.render,
-            )
-            taken = min(already, labels_wanted)
-            already -= taken
-            self.query(segments, labels_wanted - taken)
-            fit = self.reward_model.fit(self.comparisons)
-            self._fitted = True
-            report = RoundReport(
-                round=round_index,
-                timesteps=self.timesteps,
-                labels=len(self.comparisons),
-                fit=fit,
-                mean_segment_true_return=float(np.mean([s.true_return for s in segments])),
-            )
+        for round_index, round_steps in enumerate(steps):
+            report = self.run_round(round_index)
             self.agent.learn(int(round_steps), **self._learn_kwargs)
             self.timesteps += int(round_steps)
             reports.append(report)
