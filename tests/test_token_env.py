@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import pickle
+import warnings
 from pathlib import Path
 
 import gymnasium as gym
@@ -12,6 +14,7 @@ import pytest
 import torch
 from datasets import Dataset
 from gymnasium.utils.env_checker import check_env
+from gymnasium.vector import AutoresetMode
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from tiny_lm import tiny_lm, tiny_tokenizer
@@ -40,14 +43,13 @@ def lm(tokenizer):
     return tiny_lm(tokenizer)
 
 
+def options(lm, tokenizer, **kwargs) -> dict:
+    defaults = {"prompts": PROMPTS, "reward_model": length_reward, "max_new_tokens": 6, "device": "cpu"}
+    return {"model": lm, "tokenizer": tokenizer} | defaults | kwargs
+
+
 def make_env(lm, tokenizer, **kwargs) -> TokenEnv:
-    kwargs = {
-        "prompts": PROMPTS,
-        "reward_model": length_reward,
-        "max_new_tokens": 6,
-        "device": "cpu",
-    } | kwargs
-    return TokenEnv(model=lm, tokenizer=tokenizer, **kwargs)
+    return TokenEnv(**options(lm, tokenizer, **kwargs))
 
 
 def full_forward_logprobs(lm, input_ids: np.ndarray, attention_mask: np.ndarray, count: int) -> np.ndarray:
@@ -113,62 +115,92 @@ def test_kl_coef_adds_beta_times_ref_logprob_each_step(lm, tokenizer):
     assert reward == pytest.approx(info["score"] + 0.5 * info["ref_logprob"], abs=1e-5)
 
 
+def as_numpy(value):
+    if isinstance(value, dict):
+        return {key: as_numpy(item) for key, item in value.items()}
+    return value.cpu().numpy() if isinstance(value, torch.Tensor) else value
+
+
+def assert_infos_equal(ours: dict, theirs: dict, as_tensors: bool) -> None:
+    """Gymnasium's vector info layout: the same keys and masks, and the same values where a mask is set.
+
+    The tensor face has its final_obs/final_info keys on every step (masks all False when no
+    episode ended) and keeps final_obs a dict of batched tensors.
+    """
+    if as_tensors and "_final_obs" in ours and "_final_obs" not in theirs:
+        assert not ours.pop("_final_obs").any() and not ours.pop("_final_info").any()
+        ours.pop("final_obs"), ours.pop("final_info")
+    assert set(ours) == set(theirs)
+    for key in (key for key in theirs if not key.startswith("_")):
+        mask = theirs[f"_{key}"]
+        np.testing.assert_array_equal(ours[f"_{key}"], mask, err_msg=key)
+        if key == "final_info":
+            assert_infos_equal(as_numpy(ours[key]), theirs[key], as_tensors=False)
+            continue
+        for row in np.flatnonzero(mask):
+            expected = theirs[key][row]
+            got = (
+                {name: value[row] for name, value in as_numpy(ours[key]).items()}
+                if as_tensors and key == "final_obs"
+                else as_numpy(ours[key])[row]
+            )
+            if isinstance(expected, dict):  # an observation
+                for name in expected:
+                    np.testing.assert_array_equal(got[name], expected[name], err_msg=key)
+            elif isinstance(expected, str):
+                assert got == expected, key
+            else:
+                assert got == pytest.approx(expected, abs=1e-5), key
+
+
 @pytest.mark.parametrize("as_tensors", [False, True])
-def test_vector_env_equals_single_envs_on_the_same_seeds(lm, tokenizer, as_tensors):
+@pytest.mark.parametrize("mode", list(AutoresetMode), ids=lambda mode: mode.name)
+def test_vector_env_follows_gymnasiums_vector_env_of_single_envs(lm, tokenizer, mode, as_tensors):
+    """Step by step, TokenVectorEnv equals Gymnasium's own SyncVectorEnv over single TokenEnvs with the
+    same seeds and autoreset mode: observations, rewards, flags and the info layout of each mode
+    (NEXT_STEP: an ended episode restarts at the next step, which ignores its action and pays 0;
+    SAME_STEP: it restarts at once, its last observation and info in final_obs/final_info; DISABLED:
+    it waits for reset(options={"reset_mask": ...}))."""
     num_envs, steps, eos = 3, 40, tokenizer.eos_token_id
+    kwargs = {"max_new_tokens": 4, "device": "cpu"}
     vector = TokenVectorEnv(
-        num_envs,
-        model=lm,
-        tokenizer=tokenizer,
-        prompts=PROMPTS,
-        reward_model=length_reward,
-        max_new_tokens=4,
-        device="cpu",
-        as_tensors=as_tensors,
+        num_envs, **options(lm, tokenizer, **kwargs), as_tensors=as_tensors, autoreset_mode=mode
     )
-    singles = [make_env(lm, tokenizer, max_new_tokens=4) for _ in range(num_envs)]
+    assert vector.metadata["autoreset_mode"] == mode
+    reference = gym.vector.SyncVectorEnv(
+        [lambda: make_env(lm, tokenizer, **kwargs)] * num_envs, autoreset_mode=mode
+    )
     rng = np.random.default_rng(1)
     actions = rng.integers(1, 60, (steps, num_envs))
     # Episodes end at different steps, so rows restart one by one: episode 0 says EOS at steps 1, 5, 9...,
-    # episode 1 is truncated at steps 3, 7, 11..., episode 2 says EOS at random other steps.
+    # episode 1 is truncated, episode 2 says EOS at random other steps.
     actions[1::4, 0] = eos
     actions[:, 2] = np.where((rng.random(steps) < 0.3) & (np.arange(steps) % 4 != 1), eos, actions[:, 2])
 
-    def numpy(value):
-        return value.cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-
-    obs, _ = vector.reset(seed=10)
-    single_obs = [env.reset(seed=10 + i)[0] for i, env in enumerate(singles)]
+    obs, info = vector.reset(seed=10)
+    expected_obs, expected_info = reference.reset(seed=10)
     ended, slid_back = 0, False
     for step in range(steps):
+        for key in expected_obs:
+            np.testing.assert_array_equal(as_numpy(obs[key]), expected_obs[key])
+        assert_infos_equal(info, expected_info, as_tensors)
         layer = vector._state.cache.layers[0]
         start = layer.start
-        for i in range(num_envs):
-            for key in ("input_ids", "attention_mask"):
-                np.testing.assert_array_equal(numpy(obs[key])[i], single_obs[i][key])
         batch = torch.as_tensor(actions[step]) if as_tensors else actions[step]
         obs, rewards, terminated, truncated, info = vector.step(batch)
         # The KV window wrapped around its buffer (not a fresh start of every episode): it must stay exact.
         slid_back |= vector._state.cache.layers[0] is layer and layer.start < start
-        for i, env in enumerate(singles):
-            single_obs[i], reward, single_terminated, single_truncated, single_info = env.step(
-                actions[step, i]
-            )
-            assert numpy(rewards)[i] == pytest.approx(reward, abs=1e-5)
-            assert numpy(info["ref_logprob"])[i] == pytest.approx(single_info["ref_logprob"], abs=1e-5)
-            assert (bool(numpy(terminated)[i]), bool(numpy(truncated)[i])) == (
-                single_terminated,
-                single_truncated,
-            )
-            if single_terminated or single_truncated:
-                ended += 1
-                assert info["_final_obs"][i]
-                np.testing.assert_array_equal(
-                    numpy(info["final_obs"]["input_ids"])[i], single_obs[i]["input_ids"]
-                )
-                assert info["final_info"]["completion"][i] == single_info["completion"]
-                assert info["final_info"]["response_length"][i] == single_info["response_length"]
-                single_obs[i], _ = env.reset()  # the vector env restarted it in the same step
+        expected_obs, expected_rewards, *expected_flags, expected_info = reference.step(actions[step])
+        np.testing.assert_allclose(as_numpy(rewards), expected_rewards, atol=1e-5)
+        for flags, expected in zip((terminated, truncated), expected_flags, strict=True):
+            np.testing.assert_array_equal(as_numpy(flags), expected)
+        done = expected_flags[0] | expected_flags[1]
+        ended += done.sum()
+        if mode == AutoresetMode.DISABLED and done.any():
+            with pytest.raises(RuntimeError, match="reset_mask"):
+                vector.step(batch)
+            obs, info = vector.reset(options={"reset_mask": done})
+            expected_obs, expected_info = reference.reset(options={"reset_mask": done})
     assert ended >= num_envs * 2 and slid_back
 
 
@@ -318,12 +350,10 @@ def _assert_same(left, right):
         assert left.keys() == right.keys()
         for key in left:
             _assert_same(left[key], right[key])
-    elif isinstance(left, tuple | list):
+    elif isinstance(left, tuple | list) or (isinstance(left, np.ndarray) and left.dtype == object):
         assert len(left) == len(right)
         for a, b in zip(left, right, strict=True):
             _assert_same(a, b)
-    elif isinstance(left, np.ndarray) and left.dtype == object:
-        assert left.tolist() == right.tolist()
     else:
         np.testing.assert_array_equal(left, right)
 
@@ -412,3 +442,53 @@ def test_a_half_precision_checkpoint_loads_in_float32(lm, tokenizer, tmp_path):
     assert env.reference_model.dtype == torch.float32
     half = tiny_lm(tokenizer).to(torch.bfloat16)
     assert make_env(half, tokenizer).reference_model.dtype == torch.bfloat16
+
+
+def test_pickled_and_deep_copied_envs_step_bit_identically():
+    """Weights mapped from a safetensors file at an unaligned offset took another CPU kernel path than
+    the (aligned) copy: the copies' rewards and log-probs differed in the last bits."""
+    env = gym.make("rlhf_envs/TokenEnv-v0", max_new_tokens=8, device="cpu").unwrapped
+    assert all(weight.data_ptr() % 64 == 0 for weight in env.reference_model.parameters())
+
+    def run(env) -> list:
+        env.reset(seed=0)
+        return [env.step(action)[1:] for action in range(5, 13)]
+
+    expected = run(env)
+    assert run(pickle.loads(pickle.dumps(env))) == expected
+    assert run(copy.deepcopy(env)) == expected
+
+
+def test_metadata_declares_render_fps_and_the_autoreset_mode(lm, tokenizer):
+    env = gym.make("rlhf_envs/TokenEnv-v0", render_mode="ansi", **options(lm, tokenizer))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the passive checker warns when render_fps is missing
+        env.reset(seed=0)
+        assert isinstance(env.render(), str)
+    vector = TokenVectorEnv(2, **options(lm, tokenizer), autoreset_mode="disabled")
+    assert vector.metadata["autoreset_mode"] == AutoresetMode.DISABLED and "render_fps" in vector.metadata
+    assert TokenVectorEnv.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP  # the class keeps its default
+    with pytest.raises(ValueError, match="autoreset_mode"):
+        TokenVectorEnv(2, **options(lm, tokenizer), autoreset_mode="sometimes")
+
+
+@pytest.mark.slow  # ~45 s: each spawned process imports torch and loads the embedded models
+def test_async_vector_env_runs_token_envs_with_spawn():
+    """AsyncVectorEnv's default fork context can deadlock in reset() once the parent has used torch's
+    thread pool (the children inherit its locks); the TokenEnv docstring says to use spawn."""
+    torch.ones(64, 64) @ torch.ones(64, 64)  # the parent has used torch
+    envs = gym.make_vec(
+        "rlhf_envs/TokenEnv-v0",
+        num_envs=2,
+        vectorization_mode="async",
+        vector_kwargs={"context": "spawn"},
+        max_new_tokens=3,
+        device="cpu",
+    )
+    try:
+        obs, _ = envs.reset(seed=0)
+        for _ in range(3):
+            obs, rewards, terminated, truncated, info = envs.step(np.array([5, 6]))
+        assert truncated.all() and obs["input_ids"].shape[0] == 2
+    finally:
+        envs.close()

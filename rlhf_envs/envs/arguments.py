@@ -12,8 +12,9 @@ import numbers
 from typing import Any
 
 import numpy as np
+from gymnasium.vector import AutoresetMode
 
-__all__ = ["boolean", "positive_int", "real"]
+__all__ = ["autoreset_mode_from", "boolean", "positive_int", "real"]
 
 
 def positive_int(name: str, value: Any) -> int:
@@ -55,3 +56,17 @@ def boolean(name: str, value: Any) -> bool:
     if not isinstance(value, bool | np.bool_):
         raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
     return bool(value)
+
+
+def autoreset_mode_from(value: Any) -> AutoresetMode:
+    """An ``AutoresetMode``, or its name in any case (``"next_step"``) or its value (``"NextStep"``)."""
+    if isinstance(value, AutoresetMode):
+        return value
+    if isinstance(value, str):
+        for mode in AutoresetMode:
+            if value.upper() == mode.name or value == mode.value:
+                return mode
+    names = ", ".join(mode.name.lower() for mode in AutoresetMode)
+    raise ValueError(
+        f"autoreset_mode must be a gymnasium.vector.AutoresetMode or one of {names}, got {value!r}"
+    )

@@ -29,7 +29,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from rlhf_envs.device import resolve_device
-from rlhf_envs.envs.arguments import boolean, positive_int, real
+from rlhf_envs.envs.arguments import autoreset_mode_from, boolean, positive_int, real
 from rlhf_envs.envs.batched import BatchedCore, check_face_state, numpy_rng_from_state, numpy_rng_state
 from rlhf_envs.lm.assets import DEFAULT_PROMPTS_FILE, load_prompts
 from rlhf_envs.lm.cache import WindowLayer
@@ -381,13 +381,16 @@ class TokenCore(BatchedCore):
         action: torch.Tensor,
         generator: PromptGenerators | None = None,
         action_host: np.ndarray | None = None,
+        void: np.ndarray | None = None,
     ) -> tuple[TokenState, torch.Tensor, torch.Tensor, dict[str, Any]]:
         """Append ``action`` (LongTensor [B] on the device) to every episode.
 
         ``action_host`` is the same ids on the host when the caller has them (a numpy face);
         otherwise they are copied there, the step's one host sync. A step happens entirely or not
         at all: the finished episodes are scored before the state changes, so an action outside the
-        vocabulary or a reward model that raises leaves ``state`` as it was.
+        vocabulary or a reward model that raises leaves ``state`` as it was. Rows where ``void``
+        (bool [B] on the host) are stepped but count for nothing: they neither end nor earn, and the
+        caller restarts them next (Gymnasium's next-step autoreset ignores their actions).
 
         Returns ``(state, reward, terminated, info)``: reward float32 [B] and terminated bool [B]
         on the device; ``info`` holds ``ref_logprob`` (float32 [B]) and ``truncated`` (bool [B]) on
@@ -400,15 +403,16 @@ class TokenCore(BatchedCore):
         if action_host is None:
             action_host = self.actions_to_host(action)
         self.check_actions(action_host)
-        terminated_host = (
-            action_host == self.eos_token_id if self.stop_at_eos else np.zeros(len(action_host), bool)
-        )
+        counted = np.ones(len(action_host), bool) if void is None else ~void
+        eos = action_host == self.eos_token_id if self.stop_at_eos else np.zeros_like(counted)
+        terminated_host = eos & counted
         response_length = state.response_length + 1
-        truncated_host = (response_length >= self.max_new_tokens) & ~terminated_host
+        truncated_host = (response_length >= self.max_new_tokens) & ~terminated_host & counted
         done = terminated_host | truncated_host
         done_rows = np.flatnonzero(done)
         response_tokens = state.response_tokens.copy()
-        response_tokens[np.arange(len(action_host)), response_length - 1] = action_host
+        rows = np.flatnonzero(counted)  # a void row may have ended with a full response: no column left
+        response_tokens[rows, response_length[rows] - 1] = action_host[rows]
         if len(done_rows):
             prompts, completions = self._texts(
                 state.prompt_index, response_tokens, response_length, done_rows
@@ -425,7 +429,7 @@ class TokenCore(BatchedCore):
         state.attention_mask = torch.nn.functional.pad(state.attention_mask[:, 1:], (0, 1), value=1)
         if len(done_rows) < len(done):  # a step where every episode ends needs no next-token logits
             # Attention reads only the last ``live`` columns: those left of them are padding in every row.
-            live = int((state.prompt_length + state.response_length).max())
+            live = min(int((state.prompt_length + state.response_length).max()), self.context_len)
             for layer in state.cache.layers:
                 layer.slide(live - 1)
             output = self.model(
@@ -442,10 +446,14 @@ class TokenCore(BatchedCore):
         terminated = (
             action == self.eos_token_id if self.stop_at_eos else torch.zeros_like(action, dtype=torch.bool)
         )
+        truncated = (state.generated >= self.max_new_tokens) & ~terminated
         reward = self.kl_coef * ref_logprob if self.kl_coef else torch.zeros_like(ref_logprob)
+        if not counted.all():
+            kept = torch.as_tensor(counted, device=self.device)
+            terminated, truncated, reward = terminated & kept, truncated & kept, reward * kept
         info: dict[str, Any] = {
             "ref_logprob": ref_logprob,
-            "truncated": (state.generated >= self.max_new_tokens) & ~terminated,
+            "truncated": truncated,
             "host_action": action_host,
             "host_terminated": terminated_host,
             "host_truncated": truncated_host,
@@ -531,15 +539,22 @@ class _TokenFace:
         return self.core.gamma
 
     def to_vector(
-        self, num_envs: int | None = None, device: str | torch.device | None = None, as_tensors: bool = True
+        self,
+        num_envs: int | None = None,
+        device: str | torch.device | None = None,
+        as_tensors: bool = True,
+        autoreset_mode: AutoresetMode | str | None = None,
     ) -> TokenVectorEnv:
         """A new :class:`TokenVectorEnv` of ``num_envs`` episodes (default: this env's count) that
         shares this env's reference model, tokenizer, prompts and reward model; this env is left as
-        it is. ``device`` must be this env's own (``ValueError`` otherwise)."""
+        it is. ``device`` must be this env's own (``ValueError`` otherwise). ``autoreset_mode``
+        ``None`` keeps a vector env's mode and gives a single env's the default."""
         if device is not None:
             self.core.to(device)
         count = getattr(self, "num_envs", 1) if num_envs is None else num_envs
-        return TokenVectorEnv(count, self.core.config, as_tensors=as_tensors)
+        mode = getattr(self, "autoreset_mode", None) if autoreset_mode is None else autoreset_mode
+        modes = {} if mode is None else {"autoreset_mode": mode}
+        return TokenVectorEnv(count, self.core.config, as_tensors=as_tensors, **modes)
 
 
 class TokenVectorEnv(_TokenFace, VectorEnv):
@@ -561,20 +576,33 @@ class TokenVectorEnv(_TokenFace, VectorEnv):
     its action and downloads one stack of numbers, building its observation on the host.
 
     ## Autoreset
-    Gymnasium's ``SAME_STEP`` mode: a finished episode restarts in the same step. Then
-    ``info["final_obs"]`` is a dict of [B, context_len] arrays (the last observation of every
-    episode, valid where ``info["_final_obs"]``), and ``info["final_info"]`` holds ``prompt``,
-    ``completion``, ``score``, ``prompt_length`` and ``response_length`` of the finished episodes
-    (masks ``_prompt``...). The response's token ids are the last ``response_length`` tokens of
-    ``final_obs["input_ids"]``, its prompt the ``prompt_length`` tokens before them: enough to
+    ``autoreset_mode`` (declared in ``metadata["autoreset_mode"]``) follows Gymnasium's contract:
+
+    * ``SAME_STEP``: an episode that ends restarts in the same step; the step returns the new
+      episode's first observation, ``info["final_obs"]`` the ended one's last (Gymnasium's object
+      array of per-episode dicts; the tensor face keeps a dict of [B, context_len] tensors) and
+      ``info["final_info"]`` its last step's info: ``prompt``, ``completion``, ``score``,
+      ``prompt_length``, ``response_length`` and ``ref_logprob``, with masks ``_prompt``...;
+      ``info["prompt"]`` names the new episodes' prompts. The tensor face has ``final_obs``,
+      ``final_info`` and their masks on every step (all ``False`` when no episode ended).
+    * ``NEXT_STEP``: the ending step is an ordinary step whose info also holds the episode's
+      ``prompt``, ``completion``, ``score``, ``prompt_length`` and ``response_length`` (masked to
+      the ended rows); at the next step those rows restart instead: their actions are ignored, their
+      reward is 0, their flags ``False``, and ``info["prompt"]`` names their new prompts.
+    * ``DISABLED``: ended rows wait; ``step()`` raises ``RuntimeError`` until
+      ``reset(options={"reset_mask": mask})`` restarts them.
+
+    Masks are numpy bool arrays on the host on both faces (the env decides on the host which
+    episodes end). The response's token ids are the last ``response_length`` tokens of the final
+    observation's ``input_ids``, its prompt the ``prompt_length`` tokens before them: enough to
     recompute any model's log-probs of the whole sequence in one batch. ``info["ref_logprob"]``
-    is given every step for every episode; ``info["prompt"]`` names the prompts of episodes that
-    (re)started.
+    holds every row's value on every step; its mask leaves out the rows whose step info is elsewhere.
 
     ## Arguments
         num_envs: B, the number of episodes.
         config: a :class:`TokenEnvConfig`; ``None`` takes the defaults.
         as_tensors: torch tensors on the device in and out instead of numpy arrays.
+        autoreset_mode: a ``gymnasium.vector.AutoresetMode`` or its name (``"next_step"``...).
         **fields: any field of :class:`TokenEnvConfig` (``model=``, ``max_new_tokens=``...),
             replacing the one in ``config``.
 
@@ -594,16 +622,23 @@ class TokenVectorEnv(_TokenFace, VectorEnv):
     * v0: initial version.
     """
 
-    metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
+    metadata: dict[str, Any] = {
+        "autoreset_mode": AutoresetMode.SAME_STEP,
+        "render_modes": [],
+        "render_fps": 10,
+    }
 
     def __init__(
         self,
         num_envs: int = 1,
         config: TokenEnvConfig | None = None,
         as_tensors: bool = False,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
         **fields: Any,
     ) -> None:
         num_envs = positive_int("num_envs", num_envs)
+        self.autoreset_mode = autoreset_mode_from(autoreset_mode)
+        self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}
         self.core = TokenCore(_make_config(config, fields))
         self.num_envs = num_envs
         self.as_tensors = as_tensors
@@ -614,40 +649,70 @@ class TokenVectorEnv(_TokenFace, VectorEnv):
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._rngs: list[np.random.Generator] = []
         self._state: TokenState | None = None
+        #: Episodes that ended at the last step: NEXT_STEP restarts them now, DISABLED waits for reset().
+        self._ended = np.zeros(num_envs, bool)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
-        """Start every episode; ``seed=s`` seeds episode i's RNG with s + i, as gymnasium's vector envs do."""
+        """Start every episode, or with ``options={"reset_mask": mask}`` (bool [B]) only the masked
+        ones (Gymnasium's way to restart episodes under ``DISABLED`` autoreset). ``seed=s`` seeds
+        episode i's RNG with s + i, as gymnasium's vector envs do."""
         super().reset(seed=seed)
-        if seed is not None or not self._rngs:
-            seeds = [None] * self.num_envs if seed is None else [seed + i for i in range(self.num_envs)]
-            self._rngs = [seeding.np_random(row_seed)[0] for row_seed in seeds]
-        self._state = self.core.reset(self.num_envs, self._rngs)
-        prompts = np.array([self.core.prompts[i] for i in self._state.prompt_index], dtype=object)
-        return self._output(self.core.observe(self._state)), {
-            "prompt": prompts,
-            "_prompt": np.ones(self.num_envs, bool),
-        }
+        mask = None if options is None else options.get("reset_mask")
+        if mask is None:
+            if seed is not None or not self._rngs:
+                seeds = [None] * self.num_envs if seed is None else [seed + i for i in range(self.num_envs)]
+                self._rngs = [seeding.np_random(row_seed)[0] for row_seed in seeds]
+            self._state = self.core.reset(self.num_envs, self._rngs)
+            mask = np.ones(self.num_envs, bool)
+        else:
+            mask = self._check_reset_mask(mask)
+            if seed is not None:
+                for row in np.flatnonzero(mask):
+                    self._rngs[row] = seeding.np_random(seed + int(row))[0]
+            self._state = self.core.restart(self._state, mask, self._rngs)
+        self._ended &= ~mask
+        return self._output(self.core.observe(self._state)), self._prompt_info(self._state, mask)
 
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict]:
         if self._state is None:
             raise RuntimeError("call reset() before step()")
+        mode = self.autoreset_mode
+        if mode == AutoresetMode.DISABLED and self._ended.any():
+            raise RuntimeError(
+                f"episodes {np.flatnonzero(self._ended).tolist()} have ended; with autoreset_mode=DISABLED "
+                "call reset(options={'reset_mask': mask}) before step()"
+            )
+        restarting = self._ended.copy() if mode == AutoresetMode.NEXT_STEP else np.zeros(self.num_envs, bool)
         action, action_host = _token_ids(actions, (self.num_envs,), self.core)
-        state, reward, terminated, result = self.core.step(self._state, action, action_host=action_host)
-        info: dict[str, Any] = {
-            "ref_logprob": self._output(result["ref_logprob"]),
-            "_ref_logprob": np.ones(self.num_envs, bool),
-        }
-        done_rows = result["done_rows"]
-        if len(done_rows):
-            done = result["done"]
-            info["final_obs"] = self._output(self.core.observe(state))
-            info["_final_obs"] = done
-            info["final_info"] = self._final_info(state, result)
-            info["_final_info"] = done
-            state = self.core.restart(state, done, self._rngs)
-            prompts = np.full(self.num_envs, None, dtype=object)
-            prompts[done_rows] = [self.core.prompts[i] for i in state.prompt_index[done_rows]]
-            info["prompt"], info["_prompt"] = prompts, done
+        state, reward, terminated, result = self.core.step(
+            self._state, action, action_host=action_host, void=restarting
+        )
+        done = result["done"]
+        info: dict[str, Any] = {"ref_logprob": self._output(result["ref_logprob"])}
+        episode = self._episode_info(state, result)
+        if mode == AutoresetMode.SAME_STEP:
+            # Gymnasium's same-step layout: an ended row's step info lives in final_info.
+            info["_ref_logprob"] = ~done
+            if done.any() or self.as_tensors:  # the tensor face has every key on every step
+                final_obs = self._output(self.core.observe(state))
+                info["final_obs"], info["_final_obs"] = self._final_obs(final_obs, done), done
+                info["final_info"] = episode | {"ref_logprob": info["ref_logprob"], "_ref_logprob": done}
+                info["_final_info"] = done
+            restarting = done
+        else:
+            info["_ref_logprob"] = ~restarting
+            if done.any():
+                info |= episode
+            self._ended = done
+        if restarting.any():
+            state = self.core.restart(state, restarting, self._rngs)
+            prompts = self._prompt_info(state, restarting)
+            if (
+                "prompt" in info
+            ):  # NEXT_STEP: ended rows name their episode's prompt, restarted rows the new one
+                prompts["prompt"] = np.where(restarting, prompts["prompt"], info["prompt"])
+                prompts["_prompt"] = restarting | info["_prompt"]
+            info |= prompts
         self._state = state
         return (
             self._output(self.core.observe(state)),
@@ -662,25 +727,58 @@ class TokenVectorEnv(_TokenFace, VectorEnv):
         like env continues this one exactly."""
         if self._state is None:
             raise RuntimeError("call reset() before state_dict(): no episode is in progress")
-        return _face_state(self, self._state) | {"rngs": [numpy_rng_state(rng) for rng in self._rngs]}
+        rngs = [numpy_rng_state(rng) for rng in self._rngs]
+        return _face_state(self, self._state) | {"rngs": rngs, "ended": self._ended.copy()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from ``state_dict()`` of an env with the same model, prompts, ``num_envs`` and
         kind of device; raises ``ValueError`` otherwise."""
         self._state = _load_face_state(self, state, self.num_envs)
         self._rngs = [numpy_rng_from_state(rng) for rng in state["rngs"]]
+        self._ended = state["ended"].copy()
 
-    def _final_info(self, state: TokenState, result: dict[str, Any]) -> dict[str, Any]:
+    def _episode_info(self, state: TokenState, result: dict[str, Any]) -> dict[str, Any]:
+        """What the single env's last step tells of an episode, for the rows that ended (masked)."""
         rows, done = result["done_rows"], result["done"]
         prompts = np.full(self.num_envs, None, dtype=object)
         completions = np.full(self.num_envs, None, dtype=object)
-        prompts[rows], completions[rows] = result["prompts"], result["completions"]
-        prompt_length = np.zeros(self.num_envs, dtype=np.int64)
-        prompt_length[rows] = state.prompt_length[rows]
-        response_length = np.where(done, state.response_length, 0)
-        info = {"prompt": prompts, "completion": completions, "score": self._output(result["score"])}
-        info |= {"prompt_length": prompt_length, "response_length": response_length}
+        if len(rows):
+            prompts[rows], completions[rows] = result["prompts"], result["completions"]
+        score = result["score"] if len(rows) else torch.zeros(self.num_envs, device=self.device)
+        info = {"prompt": prompts, "completion": completions, "score": self._output(score)}
+        info |= {
+            "prompt_length": np.where(done, state.prompt_length, 0),
+            "response_length": np.where(done, state.response_length, 0),
+        }
         return info | {f"_{key}": done for key in list(info)}
+
+    def _final_obs(self, obs: dict[str, Any], done: np.ndarray) -> Any:
+        """The tensor face's final observations stay batched tensors; the numpy face gives Gymnasium's
+        object array, each ended row's observation dict (``None`` elsewhere)."""
+        if self.as_tensors:
+            return obs
+        final = np.full(self.num_envs, None, dtype=object)
+        for row in np.flatnonzero(done):
+            final[row] = {key: value[row] for key, value in obs.items()}
+        return final
+
+    def _prompt_info(self, state: TokenState, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The reset info of the episodes that (re)started where ``rows`` (bool [B])."""
+        prompts = np.full(self.num_envs, None, dtype=object)
+        for row in np.flatnonzero(rows):
+            prompts[row] = self.core.prompts[state.prompt_index[row]]
+        return {"prompt": prompts, "_prompt": rows.copy()}
+
+    def _check_reset_mask(self, mask: Any) -> np.ndarray:
+        if self._state is None:
+            raise RuntimeError("call reset() without a reset_mask first: no episode has started")
+        if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_:
+            raise TypeError(f"options['reset_mask'] must be a numpy bool array, got {mask!r}")
+        if mask.shape != (self.num_envs,):
+            raise ValueError(f"options['reset_mask'] must have shape ({self.num_envs},), got {mask.shape}")
+        if not mask.any():
+            raise ValueError("options['reset_mask'] must have at least one True value")
+        return mask
 
     def _output(self, value: Any) -> Any:
         if self.as_tensors:
@@ -762,11 +860,19 @@ class TokenEnv(_TokenFace, gym.Env):
     >>> reward == info["score"]  # kl_coef=0: the reward model's score, on the last step only
     True
 
+    ## Vectorizing
+    :class:`TokenVectorEnv` runs B episodes in one process with one batched forward pass; prefer it.
+    Gymnasium's ``AsyncVectorEnv`` over TokenEnvs works with ``context="spawn"``
+    (``gym.make_vec(..., vectorization_mode="async", vector_kwargs={"context": "spawn"})``); with
+    the default ``fork`` its ``reset()`` can deadlock once the parent process has used torch's thread
+    pool, whose locks the forked children inherit. A pickled or deep-copied TokenEnv steps bit for bit
+    as the original (weights are kept in aligned memory; see ``rlhf_envs.lm.loading.align_weights``).
+
     ## Version History
     * v0: initial version.
     """
 
-    metadata: dict[str, Any] = {"render_modes": ["ansi"]}
+    metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 10}
 
     def __init__(
         self, config: TokenEnvConfig | None = None, render_mode: str | None = None, **fields: Any

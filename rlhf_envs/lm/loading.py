@@ -16,6 +16,7 @@ from rlhf_envs.device import resolve_device
 from rlhf_envs.lm.assets import EMBEDDED_LM_DIR
 
 __all__ = [
+    "align_weights",
     "check_vocabularies",
     "load_causal_lm",
     "load_tokenizer",
@@ -141,4 +142,18 @@ def load_causal_lm(
         )
     tokenizer = resolve_tokenizer(loaded, tokenizer)
     check_vocabularies(loaded, tokenizer)
-    return loaded.to(resolved).eval(), tokenizer
+    return align_weights(loaded.to(resolved)).eval(), tokenizer
+
+
+def align_weights(model: PreTrainedModel) -> PreTrainedModel:
+    """``model`` with every weight in 64-byte aligned memory; returned for chaining.
+
+    safetensors hands out weights mapped at any offset of the file, and CPU kernels take another
+    path for unaligned data: the same model computes other bits than its pickled or deep-copied
+    copy (whose memory is aligned). Copying the unaligned weights once makes both agree.
+    """
+    with torch.no_grad():
+        for tensor in (*model.parameters(), *model.buffers()):
+            if tensor.device.type == "cpu" and tensor.data_ptr() % 64:
+                tensor.data = tensor.data.clone()
+    return model

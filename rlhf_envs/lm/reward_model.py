@@ -25,7 +25,7 @@ from transformers import (
 
 from rlhf_envs.device import resolve_device
 from rlhf_envs.lm.assets import EMBEDDED_REWARD_MODEL_DIR
-from rlhf_envs.lm.loading import model_location, resolve_tokenizer
+from rlhf_envs.lm.loading import align_weights, model_location, resolve_tokenizer
 from rlhf_envs.lm.tokens import tokenizer_sides
 
 TextRewardFn = Callable[[list[str], list[str]], torch.Tensor]
@@ -116,7 +116,7 @@ class HFRewardModel:
         self.device = resolve_device(device)
         if self.device.type == "cpu" and model.dtype == torch.float16:
             model = model.float()  # weights may be shipped in float16; CPUs compute in float32
-        self.model = model.to(self.device).eval()
+        self.model = align_weights(model.to(self.device)).eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         positions = getattr(model.config, "n_positions", None) or getattr(
