@@ -70,7 +70,11 @@ def test_passes_gymnasium_and_sb3_env_checkers(lm, tokenizer):
     sb3_check_env(env)
 
 
-def test_kv_cached_ref_logprobs_equal_a_full_forward_pass(lm, tokenizer):
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_kv_cached_ref_logprobs_equal_a_full_forward_pass(tokenizer, attention):
+    """Each attention implementation gets the 4-D decoding mask it takes (boolean, additive)."""
+    lm = tiny_lm(tokenizer)
+    lm.set_attn_implementation(attention)
     env = make_env(lm, tokenizer, max_new_tokens=12, stop_at_eos=False)
     rng = np.random.default_rng(0)
     for seed in range(3):

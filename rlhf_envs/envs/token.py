@@ -35,7 +35,7 @@ from rlhf_envs.lm.assets import DEFAULT_PROMPTS_FILE, load_prompts
 from rlhf_envs.lm.cache import WindowLayer
 from rlhf_envs.lm.loading import load_causal_lm
 from rlhf_envs.lm.reward_model import RewardModelSpec, TextRewardFn, check_scores, resolve_reward_model
-from rlhf_envs.lm.tokens import position_ids, token_logprobs
+from rlhf_envs.lm.tokens import decoding_mask, position_ids, token_logprobs
 
 __all__ = ["TokenCore", "TokenEnv", "TokenEnvConfig", "TokenState", "TokenVectorEnv"]
 
@@ -434,7 +434,7 @@ class TokenCore(BatchedCore):
                 layer.slide(live - 1)
             output = self.model(
                 input_ids=action[:, None],
-                attention_mask=self._decoding_mask(state.attention_mask[:, -live:]),
+                attention_mask=decoding_mask(self.model, state.attention_mask[:, -live:]),
                 position_ids=state.positions[:, None],
                 cache=state.cache,
                 use_cache=True,
@@ -464,21 +464,6 @@ class TokenCore(BatchedCore):
             reward = reward + score
             info.update(prompts=prompts, completions=completions, score=score)
         return state, reward, terminated, info
-
-    def _decoding_mask(self, attention_mask: torch.Tensor) -> torch.Tensor:
-        """The attention mask [B, L] of a one-token step, as the model's attention takes it.
-
-        Given a 2-D mask, transformers checks on the host whether it has padding (a sync per step);
-        a prepared 4-D mask ([B, 1, 1, L]: boolean for SDPA, additive for eager) is used as it is.
-        """
-        implementation = getattr(self.model.config, "_attn_implementation", None)
-        if implementation == "sdpa":
-            return attention_mask.bool()[:, None, None, :]
-        if implementation == "eager":
-            minimum = torch.finfo(self.model.dtype).min
-            additive = (1 - attention_mask[:, None, None, :].to(self.model.dtype)) * minimum
-            return additive
-        return attention_mask
 
     def texts(self, state: TokenState, rows: np.ndarray) -> tuple[list[str], list[str]]:
         """The prompts and the continuations so far (special tokens dropped) of episodes ``rows``."""

@@ -11,9 +11,9 @@ from contextlib import contextmanager
 from typing import Literal
 
 import torch
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["position_ids", "token_logprobs", "tokenizer_sides"]
+__all__ = ["decoding_mask", "position_ids", "token_logprobs", "tokenizer_sides"]
 
 Side = Literal["left", "right"]
 
@@ -49,3 +49,19 @@ def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     Computed in the logits' dtype: cast them first (``.float()``) when they are half precision.
     """
     return logits.gather(-1, tokens[..., None])[..., 0] - logits.logsumexp(-1)
+
+
+def decoding_mask(model: PreTrainedModel, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The attention mask [B, L] of a one-token decoding step over a cache, as ``model``'s attention takes it.
+
+    Given a 2-D mask, transformers checks on the host whether it has padding (a device sync per
+    token); a prepared 4-D mask ([B, 1, 1, L]: boolean for SDPA, additive for eager attention) is
+    used as it is. Other attention implementations get the 2-D mask.
+    """
+    implementation = getattr(model.config, "_attn_implementation", None)
+    if implementation == "sdpa":
+        return attention_mask.bool()[:, None, None, :]
+    if implementation == "eager":
+        visible = attention_mask[:, None, None, :].to(model.dtype)
+        return (1 - visible) * torch.finfo(model.dtype).min
+    return attention_mask
