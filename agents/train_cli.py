@@ -15,6 +15,7 @@ import rlhf_envs  # noqa: F401  (registers the env ids)
 from agents.base import CHECKPOINT_NAME
 from agents.plotting import plot_learning_curve
 from agents.token_policy import is_token_env
+from rlhf_envs.cli import positive_int
 from rlhf_envs.envs.tabular import value_iteration
 
 # --agent name -> "module:class"; imported only when chosen.
@@ -72,13 +73,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="q-learning",
         help="on the TokenEnv: ppo is TokenPPO (PPO + KL), q-learning token-level soft Q-learning",
     )
-    parser.add_argument("--steps", type=int, default=50_000, help="env steps in total")
+    parser.add_argument("--steps", type=positive_int, default=50_000, help="env steps in total")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", default=None, help="write the trained agent to this path")
     parser.add_argument("--logdir", default=None, help="TensorBoard logs, checkpoints and the learning curve")
     parser.add_argument(
-        "--checkpoint-every", type=int, default=None, help="env steps between checkpoints (default: steps/10)"
+        "--checkpoint-every",
+        type=positive_int,
+        default=None,
+        help="env steps between checkpoints (default: steps/10)",
     )
     parser.add_argument(
         "--resume", action="store_true", help="continue from LOGDIR/checkpoint.pt up to --steps in total"
@@ -94,7 +98,19 @@ def agent_class(agent: str, env_id: str) -> type:
     return getattr(importlib.import_module(module_name), class_name)
 
 
+def check_env_id(env_id: str) -> None:
+    """A ValueError naming ``--env`` unless ``env_id`` is registered (``module:id`` imports the module)."""
+    module, _, name = env_id.rpartition(":")
+    try:
+        if module:
+            importlib.import_module(module)
+        gym.spec(name)
+    except (ImportError, gym.error.Error) as error:
+        raise ValueError(f"--env {env_id} is not a registered env id: {error}") from None
+
+
 def run(args: argparse.Namespace) -> int:
+    check_env_id(args.env)
     agent = train(agent_class(args.agent, args.env), args)
     if args.save:
         agent.save(args.save)

@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -36,6 +38,7 @@ from rich.table import Table
 from tqdm.auto import tqdm
 
 from agents.token_ppo import TokenPPO
+from rlhf_envs.cli import positive_float, positive_int
 from rlhf_envs.device import resolve_device
 from rlhf_envs.label import LabelSession, WebLabeler
 from rlhf_envs.lm.assets import DEFAULT_PROMPTS_FILE, load_prompts
@@ -52,6 +55,7 @@ from rlhf_envs.pipeline import (
     sample_missing_pairs,
     split_prompts,
 )
+from rlhf_envs.preferences.store import Provenance, ProvenanceMismatch
 from rlhf_envs.preferences.text import TextPreferenceStore
 from rlhf_envs.preferences.text_labelers import SyntheticTextLabeler, TerminalTextLabeler, VaderSentiment
 
@@ -155,20 +159,34 @@ def run_demo(
     seed: int = 0,
     console: Console | None = None,
     web: WebLabelling | None = None,
+    allow_provenance_mismatch: bool = False,
 ) -> dict[str, object]:
-    """Run the demo (see the module docstring); returns its figures, also saved to ``summary.json``.
+    """Run the demo (see the module docstring); returns its figures, also saved to ``summary.json``
+    (strict JSON: an undefined figure is ``null``).
 
     ``human``: who labels: ``None`` the synthetic labeler, ``"terminal"``, or ``"web"`` (the
-    labelling app, served as ``web`` says).
+    labelling app, served as ``web`` says). The labels in ``out`` record the model that sampled
+    their pairs; reusing them for another ``model`` needs ``allow_provenance_mismatch``. Arguments,
+    output paths and the model's context are checked before any work.
     """
     config = config or DemoConfig()
     console = console or Console()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    # Everything that can be refused is checked before any work: a late failure would lose it.
+    check_output_folder(out)
     device = resolve_device(device)
+    all_prompts = load_prompts(DEFAULT_PROMPTS_FILE if prompts is None else prompts)
+    store = None
+    if reward_model is None:
+        labeler = {None: f"synthetic:vader:beta={config.labeler_beta}"}.get(human, f"human:{human}")
+        provenance = Provenance(
+            model=str(model), prompts=str(prompts or "embedded"), labeler=labeler, seed=seed
+        )
+        store = open_label_store(out / "preferences.jsonl", provenance, allow_provenance_mismatch)
     laps = Laps()
     reference, tokenizer = load_causal_lm(model, device=device)
-    all_prompts = load_prompts(DEFAULT_PROMPTS_FILE if prompts is None else prompts)
+    check_context(reference, tokenizer, all_prompts, config)
+    out.mkdir(parents=True, exist_ok=True)
     train_prompts, eval_prompts = split_prompts(all_prompts, config.eval_prompts, seed)
     console.rule(f"[bold]RLHF demo[/]: model {model!r} on {device}")
     console.print(
@@ -179,8 +197,7 @@ def run_demo(
     summary: dict[str, object] = {"model": model, "device": str(device), "config": vars(config).copy()}
 
     web_labeler = None
-    if reward_model is None:
-        store = TextPreferenceStore(out / "preferences.jsonl")
+    if store is not None:
         if human == "web":
             web_labeler = web_label_stage(
                 store, reference, tokenizer, train_prompts, config, seed, web or WebLabelling(), console
@@ -225,8 +242,73 @@ def run_demo(
         "timings_s": laps.timings,
         "total_s": laps.total(),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    summary = strict_json(summary)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
     return summary
+
+
+#: What the demo writes into ``--out``: folders, and files.
+OUTPUT_FOLDERS = ("model", "reward_model")
+OUTPUT_FILES = ("preferences.jsonl", "summary.json", "reward.png", "kl.png")
+
+
+def check_output_folder(out: Path) -> None:
+    """A ValueError naming the path when ``out`` cannot take the demo's outputs (a file where a folder
+    goes, or the other way round, or no write permission)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; the demo writes a folder there")
+    for name in OUTPUT_FOLDERS:
+        if (out / name).exists() and not (out / name).is_dir():
+            raise ValueError(f"{out / name} is a file; the demo saves a model folder there: move it away")
+    for name in OUTPUT_FILES:
+        if (out / name).is_dir():
+            raise ValueError(f"{out / name} is a folder; the demo writes a file there: move it away")
+    existing = next(folder for folder in (out, *out.parents) if folder.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: {existing} is not writable")
+
+
+def open_label_store(
+    path: Path, provenance: Provenance, allow_provenance_mismatch: bool
+) -> TextPreferenceStore:
+    """The demo's labels, repaired if a kill tore the last line; refused if sampled from another model."""
+    try:
+        return TextPreferenceStore(
+            path, repair=True, provenance=provenance, allow_provenance_mismatch=allow_provenance_mismatch
+        )
+    except ProvenanceMismatch as mismatch:
+        raise ValueError(
+            f"{mismatch.path} holds labels of pairs sampled from model {mismatch.recorded!r}, not from "
+            f"--model {mismatch.given!r}: choose another --out, or --allow-provenance-mismatch to reuse them"
+        ) from None
+
+
+def check_context(reference, tokenizer, prompts: list[str], config: DemoConfig) -> None:
+    """A ValueError naming ``--new-tokens`` when the longest prompt and a continuation do not fit the
+    model's context (sampling would fail after labelling and reward-model training)."""
+    context = getattr(reference.config, "n_positions", None) or getattr(
+        reference.config, "max_position_embeddings", None
+    )
+    if context is None:
+        return
+    longest = max(len(ids) for ids in tokenizer(prompts)["input_ids"])
+    for flag, tokens in (("--new-tokens", config.new_tokens), ("pair_tokens", config.pair_tokens)):
+        if longest + tokens > context:
+            raise ValueError(
+                f"{flag} {tokens}: the longest prompt has {longest} tokens, and with {tokens} new ones "
+                f"the text exceeds the model's context of {context} tokens; use at most {context - longest}"
+            )
+
+
+def strict_json(value: object) -> object:
+    """``value`` with every NaN or infinite float replaced by None: strict JSON has neither."""
+    if isinstance(value, dict):
+        return {key: strict_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 class Laps:
@@ -340,15 +422,20 @@ def reward_model_stage(
     device: torch.device,
     out: Path,
     console: Console,
-) -> tuple[TextRewardFn, dict[str, float]]:
+) -> tuple[TextRewardFn, dict[str, float | None]]:
     """Stage 3: fit r_φ, save it to ``out/reward_model`` and report its accuracy and oracle agreement."""
     fit = fit_reward_model(model, tokenizer, store, config, seed, device, out / "reward_model")
     agreement = oracle_agreement(fit.reward_model, oracle, fit.eval_pairs)
     metrics = fit.metrics
     console.print(
         f"[3] reward model: held-out accuracy [bold]{metrics['eval_accuracy']:.1%}[/] on "
-        f"{len(fit.eval_pairs)} labelled pairs (loss {metrics['eval_loss']:.3f}); agrees with the "
-        f"oracle on {agreement:.1%} of those it tells apart -> {out / 'reward_model'}"
+        f"{len(fit.eval_pairs)} labelled pairs (loss {metrics['eval_loss']:.3f}); "
+        + (
+            "the oracle scores every pair alike"
+            if agreement is None
+            else f"agrees with the oracle on {agreement:.1%} of those it tells apart"
+        )
+        + f" -> {out / 'reward_model'}"
     )
     figures = {
         "eval_accuracy": metrics["eval_accuracy"],
@@ -453,7 +540,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="--human web: wait for every label (sync) or go on after --min-labels (async)",
     )
     parser.add_argument(
-        "--min-labels", type=int, default=None, help="async: labels to wait for (default: half)"
+        "--min-labels", type=positive_int, default=None, help="async: labels to wait for (default: half)"
     )
     parser.add_argument(
         "--host", default=web.host, help="--human web: any address but 127.0.0.1 needs a token"
@@ -465,27 +552,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--prompts", default=None, help="text or JSONL file of prompts (default: the embedded LM's)"
     )
     parser.add_argument(
-        "--pairs", type=int, default=None, help=f"pairs to label (default {defaults.pairs}, 20 with --human)"
+        "--pairs",
+        type=positive_int,
+        default=None,
+        help=f"pairs to label (default {defaults.pairs}, 20 with --human)",
     )
     parser.add_argument(
-        "--iterations", type=int, default=None, help=f"PPO iterations (default {defaults.iterations})"
+        "--iterations",
+        type=positive_int,
+        default=None,
+        help=f"PPO iterations (default {defaults.iterations})",
     )
     parser.add_argument(
-        "--batch", type=int, default=None, help=f"episodes per PPO iteration (default {defaults.batch})"
+        "--batch",
+        type=positive_int,
+        default=None,
+        help=f"episodes per PPO iteration (default {defaults.batch})",
     )
     parser.add_argument(
-        "--new-tokens", type=int, default=None, help=f"tokens per episode (default {defaults.new_tokens})"
+        "--new-tokens",
+        type=positive_int,
+        default=None,
+        help=f"tokens per episode (default {defaults.new_tokens})",
     )
     parser.add_argument(
-        "--kl-target", type=float, default=defaults.kl_target, help="KL per episode the controller aims at"
+        "--kl-target",
+        type=positive_float,
+        default=defaults.kl_target,
+        help="KL per episode the controller aims at",
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
+    parser.add_argument("--threads", type=positive_int, default=2, help="CPU threads for torch")
+    parser.add_argument(
+        "--allow-provenance-mismatch",
+        action="store_true",
+        help="reuse --out's labels although another model sampled their pairs",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    torch.set_num_threads(max(1, args.threads))
+    torch.set_num_threads(args.threads)
     # The demo draws its own bars: transformers' weight-loading bars and load reports are noise here.
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
@@ -509,5 +616,6 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         # Off a terminal (a log file, a pipe) rich would wrap at 80 columns: the sample table needs more.
         console=Console(width=None if sys.stdout.isatty() else 150),
+        allow_provenance_mismatch=args.allow_provenance_mismatch,
     )
     return 0

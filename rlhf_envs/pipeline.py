@@ -288,9 +288,10 @@ def evaluate_samples(
     )
 
 
-def oracle_agreement(reward_model: TextRewardFn, oracle: Callable[[str, str], float], pairs) -> float:
+def oracle_agreement(reward_model: TextRewardFn, oracle: Callable[[str, str], float], pairs) -> float | None:
     """Share of ``pairs`` (prompt, chosen, rejected) that the oracle scores differently on which the
-    reward model orders the two completions as the oracle does: its accuracy without label noise."""
+    reward model orders the two completions as the oracle does: its accuracy without label noise.
+    None when the oracle scores every pair alike (the share is undefined)."""
     prompts, chosen, rejected = pairs["prompt"], pairs["chosen"], pairs["rejected"]
     oracle_diff = np.array(
         [oracle(p, a) - oracle(p, b) for p, a, b in zip(prompts, chosen, rejected, strict=True)]
@@ -298,5 +299,5 @@ def oracle_agreement(reward_model: TextRewardFn, oracle: Callable[[str, str], fl
     model_diff = (reward_model(prompts, chosen) - reward_model(prompts, rejected)).cpu().numpy()
     separated = oracle_diff != 0
     if not separated.any():
-        return float("nan")
+        return None
     return float(np.mean((model_diff > 0)[separated] == (oracle_diff > 0)[separated]))

@@ -6,7 +6,13 @@
 
 from rlhf_envs.preferences.labelers import HumanLabeler, QueueLabeler, SyntheticLabeler
 from rlhf_envs.preferences.segments import collect_segments, cut_segments, disagreement_pairs, uniform_pairs
-from rlhf_envs.preferences.store import JsonlStore, PreferenceFileError, PreferenceStore
+from rlhf_envs.preferences.store import (
+    JsonlStore,
+    PreferenceFileError,
+    PreferenceStore,
+    Provenance,
+    ProvenanceMismatch,
+)
 from rlhf_envs.rewards.comparisons import Comparison, Segment
 
 __all__ = [
@@ -15,6 +21,8 @@ __all__ = [
     "JsonlStore",
     "PreferenceFileError",
     "PreferenceStore",
+    "Provenance",
+    "ProvenanceMismatch",
     "QueueLabeler",
     "Segment",
     "SyntheticLabeler",

@@ -248,7 +248,8 @@ def train_embedded_reward_model(
     """
     config = config or RewardTrainerConfig()
     out = Path(out)
-    store = TextPreferenceStore(Path(labels_file) if labels_file else out / "preferences.jsonl")
+    # repair: a torn last line (a kill mid-write) is cut off with a warning, not a refusal to resume.
+    store = TextPreferenceStore(Path(labels_file) if labels_file else out / "preferences.jsonl", repair=True)
     missing = num_pairs - len(store)
     if missing > 0:
         pair_prompts, first, second = sample_continuation_pairs(

@@ -39,6 +39,8 @@ class TextPreferenceStore(JsonlStore):
     Args:
         path: the ``.jsonl`` file (created on the first ``add``).
         skip_invalid: skip corrupt lines instead of raising ``PreferenceFileError`` (file and line).
+        repair, provenance, allow_provenance_mismatch: see ``JsonlStore``; the provenance sidecar
+            keeps the JSONL itself in TRL's format.
     """
 
     def validate_record(self, record: dict[str, Any]) -> None:
