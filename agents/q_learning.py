@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from agents.base import BaseAlgorithm
+from agents.policies import observation_batch
 from agents.schedules import LinearSchedule, Schedule, value_at
 
 
@@ -109,7 +110,8 @@ class QLearning(BaseAlgorithm):
         checkpoint) stopped, and the schedules run to the new total.
         """
         batch = 1 if self.env is None else self.env.num_envs
-        total_timesteps = max(1, total_timesteps // batch) * batch
+        if total_timesteps >= 1:  # a count below 1 is refused by _start_learn, not rounded up
+            total_timesteps = max(1, total_timesteps // batch) * batch
         logger = self._start_learn(total_timesteps, reset_num_timesteps, progress_bar, desc="Q-learning")
         cfg, flat_q = self.config, self._q.view(-1)
         try:
@@ -151,13 +153,9 @@ class QLearning(BaseAlgorithm):
 
         With ``deterministic=False`` the action is ε-greedy with the final ε of the schedule.
         """
-        obs_array = np.asarray(obs)
-        if (
-            not np.issubdtype(obs_array.dtype, np.integer)
-            or ((obs_array < 0) | (obs_array >= self.num_states)).any()
-        ):
-            raise ValueError(f"observations must be integers in [0, {self.num_states}), got {obs!r}")
-        actions = self.q_table[obs_array].argmax(axis=-1)
+        obs_tensor, single = observation_batch(obs, self.observation_space, self.device)
+        actions = self._q[obs_tensor - self.observation_space.start].argmax(dim=-1).cpu().numpy()
+        actions = actions[0] if single else actions
         if not deterministic:
             rng = np.random.default_rng()
             explore = rng.random(actions.shape) < value_at(self.config.exploration, 1.0)

@@ -78,6 +78,8 @@ def test_dqn_runs_on_cuda(continuous, fake_cuda):
 def test_q_learning_runs_on_cuda(fake_cuda):
     agent = QLearning("rlhf_envs/TabularMDP-v0", device="auto", num_envs=4).learn(16, progress_bar=False)
     assert agent.q_table.shape == (4, 3)
+    actions, _ = agent.predict(torch.arange(4, device="cuda"))  # observations from a tensor env
+    assert actions.shape == (4,) and agent.predict(torch.tensor(2, device="cuda"))[0].shape == ()
 
 
 # -- finding 1: "auto" is the indexed device a model lands on ---------------------------------------

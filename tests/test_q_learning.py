@@ -65,6 +65,8 @@ def test_rejects_non_discrete_spaces_and_bad_observations(trained):
         QLearning("CartPole-v1", device="cpu")
     with pytest.raises(ValueError, match="observations must be integers"):
         trained.predict(7)
+    with pytest.raises(ValueError, match="total_timesteps must be >= 1, got -5"):
+        QLearning("rlhf_envs/TabularMDP-v0", device="cpu").learn(-5, progress_bar=False)
 
 
 def test_cli_reports_q_table_beside_q_star(capsys):
