@@ -21,6 +21,7 @@ a steadier KL reading (the adaptive controller's input) when that bias is accept
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -104,6 +105,9 @@ class KLPenalty:
             the rollout), so that β weighs the KL against a reward of unit scale whatever the reward model.
         device: where the rollout's tensors live.
         estimator: ``"k1"`` or ``"k3"`` (:data:`KL_ESTIMATORS`), for the penalty and the measured KL alike.
+
+    Data-parallel training sets :attr:`all_reduce` (a sum over processes of a tensor): the whitening
+    statistics, the measured KL and so β are then those of all processes' rollouts, alike on each.
     """
 
     def __init__(
@@ -123,6 +127,7 @@ class KLPenalty:
         self.kl = torch.zeros(num_steps, num_envs, device=device)
         #: One :class:`KLStats` per rollout, oldest first (for learning curves).
         self.history: list[KLStats] = []
+        self.all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @classmethod
     def from_config(cls, config: PPOConfig, num_envs: int, device: torch.device) -> KLPenalty:
@@ -152,16 +157,27 @@ class KLPenalty:
         """Shaped rewards [T, B] from the rollout's env rewards and dones; then β is updated."""
         beta = self.controller.value
         dones = dones.bool()
-        final_rewards = rewards[dones]
-        if self.whiten_rewards and final_rewards.numel() > 1:
-            whitened = (rewards - final_rewards.mean()) / (final_rewards.std() + 1e-8)
-            rewards = torch.where(dones, whitened, rewards)
+        final_rewards = torch.where(dones, rewards, 0.0)
+        # Sums over the rollout (over every process's, when data-parallel), read on the host at once.
+        sums = torch.stack(
+            [
+                self.kl.sum(),
+                dones.sum().float(),
+                final_rewards.sum(),
+                final_rewards.square().sum(),
+                torch.tensor(float(self.kl.numel()), device=self.kl.device),
+            ]
+        )
+        if self.all_reduce is not None:
+            sums = self.all_reduce(sums)
+        kl_sum, count, score_sum, square_sum, num_steps = sums.tolist()
+        if self.whiten_rewards and count > 1:
+            mean = score_sum / count
+            std = max((square_sum - count * mean**2) / (count - 1), 0.0) ** 0.5  # unbiased, as torch.std
+            rewards = torch.where(dones, (rewards - mean) / (std + 1e-8), rewards)
         shaped = rewards - beta * self.kl
         # An episode's KL is the sum over its tokens; the rollout holds `count` episode ends.
-        kl_sum, count, score_sum = torch.stack(
-            [self.kl.sum(), dones.sum().float(), final_rewards.sum()]
-        ).tolist()
         stats = KLStats(kl=kl_sum / max(count, 1.0), score=score_sum / count if count else None, kl_coef=beta)
         self.history.append(stats)
-        self.controller.update(stats.kl, self.kl.numel())
+        self.controller.update(stats.kl, int(num_steps))
         return shaped

@@ -70,8 +70,11 @@ class PackedTokenObservations(VectorWrapper):
     observation :attr:`observation` started anew (None after a reset: all of them).
     """
 
-    def __init__(self, env: VectorEnv) -> None:
+    def __init__(self, env: VectorEnv, seed_offset: int = 0) -> None:
         super().__init__(env)
+        #: Added to reset seeds: episode i of this env is seeded like episode seed_offset + i of a
+        #: bigger env (this process's share of the rows of a data-parallel run).
+        self.seed_offset = seed_offset
         ids = env.single_observation_space["input_ids"]
         width, vocab_size = ids.shape[0], int(ids.high.max()) + 1
         self.single_observation_space = gym.spaces.MultiDiscrete(
@@ -83,6 +86,7 @@ class PackedTokenObservations(VectorWrapper):
         self.restarted_rows: np.ndarray | None = None
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[torch.Tensor, dict]:
+        seed = None if seed is None else seed + self.seed_offset
         obs, info = self.env.reset(seed=seed, options=options)
         self.observation, self.restarted_rows = pack_observation(obs), None
         return self.observation, info
@@ -210,6 +214,7 @@ class TokenActorCritic(nn.Module):
         self._last_action: torch.Tensor | None = None
         self._positions: torch.Tensor | None = None
         self._env: PackedTokenObservations | None = None
+        self._shard: tuple[int, int, torch.Generator] | None = None
 
     def train(self, mode: bool = True) -> TokenActorCritic:
         super().train(mode)
@@ -225,6 +230,26 @@ class TokenActorCritic(nn.Module):
     def language_model(self) -> PreTrainedModel:
         """π_θ as a causal LM (``generate``, logits); with LoRA the reference's tree with the adapters."""
         return self.model if self.lora is None else self.model.get_base_model()
+
+    def sample_as_shard(self, rows: slice, total_rows: int, seed: int) -> None:
+        """Sample as rows ``rows`` of a batch of ``total_rows`` episodes, from a generator of its own.
+
+        Each step draws the noise of the whole batch (exponential races: argmax log p − log E is
+        a sample of p) and keeps its own rows, so that the processes of a data-parallel run, each
+        stepping its share of the episodes, sample the tokens that one process stepping them all
+        would: same seed, same run.
+        """
+        device = next(self.parameters()).device
+        self._shard = (rows, total_rows, torch.Generator(device).manual_seed(seed))
+
+    def _sample(self, distribution: Categorical) -> torch.Tensor:
+        if self._shard is None:
+            return distribution.sample()
+        rows, total_rows, generator = self._shard
+        logits = distribution.logits
+        noise = torch.empty(total_rows, logits.shape[-1], device=logits.device)
+        noise.exponential_(generator=generator)
+        return (logits - noise[rows].log()).argmax(-1)
 
     # -- forward pieces -------------------------------------------------------------------------------
     def _backbone(self, **inputs: Any) -> Any:
@@ -242,7 +267,7 @@ class TokenActorCritic(nn.Module):
         """Sample the next token of every episode: ``(action, log π(action | obs), V(obs))``."""
         hidden = self._advance(obs)
         distribution = Categorical(logits=self._logits(hidden), validate_args=False)
-        action = distribution.sample()
+        action = self._sample(distribution)
         self._last_obs, self._last_action = obs, action
         return action, distribution.log_prob(action), self.value_head(hidden.float()).squeeze(-1)
 
@@ -311,6 +336,12 @@ class TokenActorCritic(nn.Module):
 
     def env_action(self, action: torch.Tensor) -> torch.Tensor:
         return action
+
+    def forward(
+        self, obs: torch.Tensor, action: torch.Tensor, dones: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`evaluate`: the pass that gradients flow through (what a DDP wrapper calls)."""
+        return self.evaluate(obs, action, dones)
 
     def evaluate(
         self, obs: torch.Tensor, action: torch.Tensor, dones: torch.Tensor
