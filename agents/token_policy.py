@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium.vector import VectorEnv, VectorWrapper
+from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.distributions import Categorical
@@ -110,10 +110,12 @@ def token_vector_env(
 
     An id is made with ``num_envs`` episodes and ``env_kwargs``; a given :class:`TokenVectorEnv` keeps
     its own episode count and settings; a single :class:`TokenEnv` lends its reference model,
-    tokenizer, prompts and reward model to ``num_envs`` batched episodes.
+    tokenizer, prompts and reward model to ``num_envs`` batched episodes. The episodes restart in the
+    step that ends them (``SAME_STEP`` autoreset): the agents' rollouts have no reset steps.
     """
     from rlhf_envs.envs.token import TokenEnv, TokenVectorEnv
 
+    same_step = AutoresetMode.SAME_STEP
     if isinstance(env, str):
         vector_env = gym.make_vec(
             env,
@@ -121,6 +123,7 @@ def token_vector_env(
             vectorization_mode="vector_entry_point",
             device=device,
             as_tensors=True,
+            autoreset_mode=same_step,
             **env_kwargs,
         )
         return PackedTokenObservations(vector_env)
@@ -129,7 +132,9 @@ def token_vector_env(
         raise TypeError(f"expected a TokenEnv id, a TokenEnv or a TokenVectorEnv, got {type(env).__name__}")
     # A new vector face over the same model and prompts: the caller's env is left as it is.
     count = num_envs if isinstance(env, TokenEnv) else None
-    return PackedTokenObservations(env.to_vector(count, device=device, as_tensors=True))
+    return PackedTokenObservations(
+        env.to_vector(count, device=device, as_tensors=True, autoreset_mode=same_step)
+    )
 
 
 def pack_observation(obs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -291,9 +296,12 @@ class TokenActorCritic(nn.Module):
         width = obs.shape[1]
         for layer in self._cache.layers:  # the window slides by one: its oldest column is always padding
             layer.slide(width - 1)
+        from rlhf_envs.lm.tokens import decoding_mask  # with transformers, once an LM policy exists
+
         output = self._backbone(
             input_ids=self._last_action[:, None],
-            attention_mask=(obs >= 0).long(),
+            # A prepared mask: given a 2-D one, transformers would check it for padding on the host.
+            attention_mask=decoding_mask(self.language_model, (obs >= 0).long()),
             position_ids=self._positions[:, None],
             cache=self._cache,
             use_cache=True,
