@@ -270,12 +270,12 @@ def test_pending_pairs_and_acknowledged_answers_survive_a_restart(tmp_path, cloc
     assert len(again.store) == 1 and again.pending == reopened.pending
 
 
-def test_a_torn_journal_line_is_skipped_on_reopening(tmp_path, clock):
+def test_a_torn_journal_line_is_cut_off_on_reopening(tmp_path, clock):
     session = text_session(tmp_path, clock, pairs=2, undo_seconds=0)
     session.answer("ann", session.next_pair("ann").pair_id, "left")
     with open(session.journal.path, "ab") as journal:
         journal.write(b'{"event": "answer", "label_id": "abc')  # a write cut by a crash: never acknowledged
-    with pytest.warns(UserWarning, match="corrupt"):
+    with pytest.warns(UserWarning, match="torn"):
         reopened = LabelSession(TextPreferenceStore(session.store.path), session.queue_dir, clock=clock)
     assert len(reopened.pending) == 1 and len(reopened.store) == 1
 

@@ -202,8 +202,8 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"--pairs must be >= 0, got {args.pairs}")
     labeler = check_labeler_name(args.labeler or getpass.getuser())
     store_class = PreferenceStore if kind == "control" else TextPreferenceStore
-    # A line torn by a killed process was never acknowledged; the session rewrites it from its journal.
-    store = store_class(args.store, skip_invalid=True)
+    # A line torn by a killed server was never acknowledged; the session rewrites it from its journal.
+    store = store_class(args.store, repair=True)
     session = LabelSession(
         store,
         queue_dir,

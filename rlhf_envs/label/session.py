@@ -210,8 +210,8 @@ class LabelSession:
         self._pairs: dict[str, Pair] = {}
         self._open: dict[str, Pair] = {}  # pairs still wanting answers, oldest first
         self._held: dict[str, Answer] = {}  # labeler -> their answer that can still be undone
-        # Skipping a corrupt line is safe: a line torn by a crash was never acknowledged.
-        self.journal = Journal(self.queue_dir / "journal.jsonl", skip_invalid=True)
+        # The session is the journal's only writer; a last line torn by a crash was never acknowledged.
+        self.journal = Journal(self.queue_dir / "journal.jsonl", repair=True)
         with self._lock:
             self._replay()
 
