@@ -18,6 +18,7 @@ LongTensor (see :func:`pack_observation`), so that rollout and replay buffers st
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -70,11 +71,15 @@ class PackedTokenObservations(VectorWrapper):
     observation :attr:`observation` started anew (None after a reset: all of them).
     """
 
-    def __init__(self, env: VectorEnv, seed_offset: int = 0) -> None:
+    def __init__(
+        self, env: VectorEnv, seed_offset: int = 0, autocast_dtype: torch.dtype | None = None
+    ) -> None:
         super().__init__(env)
         #: Added to reset seeds: episode i of this env is seeded like episode seed_offset + i of a
         #: bigger env (this process's share of the rows of a data-parallel run).
         self.seed_offset = seed_offset
+        #: Run the env's reference forwards under autocast to this dtype (None: as the model is).
+        self.autocast_dtype = autocast_dtype
         ids = env.single_observation_space["input_ids"]
         width, vocab_size = ids.shape[0], int(ids.high.max()) + 1
         self.single_observation_space = gym.spaces.MultiDiscrete(
@@ -87,20 +92,29 @@ class PackedTokenObservations(VectorWrapper):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[torch.Tensor, dict]:
         seed = None if seed is None else seed + self.seed_offset
-        obs, info = self.env.reset(seed=seed, options=options)
+        with autocast(self.device, self.autocast_dtype):
+            obs, info = self.env.reset(seed=seed, options=options)
         self.observation, self.restarted_rows = pack_observation(obs), None
         return self.observation, info
 
     def step(
         self, actions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
-        obs, reward, terminated, truncated, info = self.env.step(actions)
+        with autocast(self.device, self.autocast_dtype):
+            obs, reward, terminated, truncated, info = self.env.step(actions)
         restarted = np.empty(0, dtype=np.int64)
         if "final_obs" in info:
             info = dict(info, final_obs=pack_observation(info["final_obs"]))
             restarted = np.flatnonzero(info["_final_obs"])  # a host array: same-step autoreset
         self.observation, self.restarted_rows = pack_observation(obs), restarted
         return self.observation, reward, terminated, truncated, info
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` to ``dtype`` on ``device``'s kind; no autocast for ``None``."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
 
 
 def token_vector_env(
@@ -177,6 +191,8 @@ class TokenActorCritic(nn.Module):
         tokenizer: saved beside the model by :meth:`save_pretrained`.
         copy_model: copy ``model`` (True) or train it in place (False, for an already private copy).
         lora: train LoRA adapters on ``model``'s weights instead of a copy (``copy_model`` is unused).
+        autocast_dtype: run the forward passes under ``torch.autocast`` to this dtype (bfloat16 on
+            a GPU: the weights, their gradients and Adam stay float32; no loss scaling is needed).
     """
 
     def __init__(
@@ -185,6 +201,7 @@ class TokenActorCritic(nn.Module):
         tokenizer: PreTrainedTokenizerBase | None = None,
         copy_model: bool = True,
         lora: LoraConfig | None = None,
+        autocast_dtype: torch.dtype | None = None,
     ) -> None:
         from transformers import PreTrainedModel
 
@@ -208,6 +225,7 @@ class TokenActorCritic(nn.Module):
             self.model = get_peft_model(copy.deepcopy(model, memo=shared), lora)
             self.lora = lora
         self.model.eval()
+        self.autocast_dtype = autocast_dtype
         self.tokenizer = tokenizer
         hidden_size = self.model.config.hidden_size
         self.value_head = nn.Linear(hidden_size, 1)
@@ -258,10 +276,12 @@ class TokenActorCritic(nn.Module):
 
     # -- forward pieces -------------------------------------------------------------------------------
     def _backbone(self, **inputs: Any) -> Any:
-        return self.language_model.base_model(**inputs)
+        with autocast(self.value_head.weight.device, self.autocast_dtype):
+            return self.language_model.base_model(**inputs)
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.language_model.get_output_embeddings()(hidden).float()
+        with autocast(self.value_head.weight.device, self.autocast_dtype):
+            return self.language_model.get_output_embeddings()(hidden).float()
 
     def _last_hidden(self, packed: torch.Tensor) -> torch.Tensor:
         return self._backbone(**_model_inputs(packed)).last_hidden_state[:, -1]

@@ -38,12 +38,15 @@ class TokenPPOConfig(PPOConfig):
         lora_alpha: LoRA's scale α (the update is α / r · BA); None: 2r.
         lora_target_modules: names of the modules that get adapters; None: peft's default for the
             model's architecture (GPT-2: the attention's ``c_attn``).
+        bf16: run the policy's and the reference's forward passes under bfloat16 autocast (for a
+            GPU); weights, gradients and Adam's moments stay float32.
     """
 
     kl_estimator: str = "k1"
     lora_rank: int | None = None
     lora_alpha: float | None = None
     lora_target_modules: tuple[str, ...] | None = None
+    bf16: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -114,6 +117,7 @@ class TokenPPO(PPO):
 
     def _make_env(self, env: Any) -> PackedTokenObservations:
         env = token_vector_env(env, self.config.num_envs, self.device)
+        env.autocast_dtype = self._autocast_dtype()
         if self.config.kl_coef is not None and env.unwrapped.kl_coef:
             raise ValueError(
                 "the env already adds β·log π_pt to its rewards (its kl_coef > 0): build it with "
@@ -123,9 +127,17 @@ class TokenPPO(PPO):
 
     def _default_policy(self) -> TokenActorCritic:
         token_env = self.env.unwrapped
-        policy = TokenActorCritic(token_env.reference_model, token_env.tokenizer, lora=self._lora_config())
+        policy = TokenActorCritic(
+            token_env.reference_model,
+            token_env.tokenizer,
+            lora=self._lora_config(),
+            autocast_dtype=self._autocast_dtype(),
+        )
         policy.follow(self.env)
         return policy
+
+    def _autocast_dtype(self) -> torch.dtype | None:
+        return torch.bfloat16 if self.config.bf16 else None
 
     def _lora_config(self) -> Any:
         """The ``peft.LoraConfig`` the config asks for, None for a full copy."""

@@ -159,3 +159,27 @@ def test_cli_resumes_token_ppo_to_the_total_with_beta(tmp_path, capsys):
     assert saved["algorithm"] == "TokenPPO" and saved["num_timesteps"] == 4096
     # The resumed rollout penalized the KL with the β the first run ended with.
     assert [stats.kl_coef for stats in saved["kl_penalty"]["history"]][1] == beta != 0.2
+
+
+def test_bf16_autocast_runs_policy_and_reference_in_bfloat16_on_float32_weights(tokenizer):
+    """``bf16=True`` (meant for a GPU; autocast works on the CPU too): both forwards compute in bfloat16,
+    the trained weights stay float32, and the first rollout still samples π = π_pt (KL ≈ 0)."""
+    agent = TokenPPO(
+        make_env(tokenizer, num_envs=8, max_new_tokens=4),
+        device="cpu",
+        n_steps=4,
+        batch_size=32,
+        kl_coef=0.2,
+        kl_target=None,
+        bf16=True,
+    )
+    seen = set()
+    models = {"policy": agent.policy.language_model, "reference": agent.env.unwrapped.reference_model}
+    for name, model in models.items():
+        model.transformer.h[0].attn.c_attn.register_forward_hook(
+            lambda module, inputs, output, name=name: seen.add((name, output.dtype))
+        )
+    agent.learn(2 * 32, progress_bar=False)
+    assert seen == {("policy", torch.bfloat16), ("reference", torch.bfloat16)}
+    assert {param.dtype for param in agent.policy.parameters()} == {torch.float32}
+    assert agent.kl_penalty.history[0].kl == pytest.approx(0.0, abs=0.05)
