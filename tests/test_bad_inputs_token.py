@@ -216,6 +216,7 @@ def test_token_env_step_that_fails_in_the_reward_model_leaves_no_trace(lm, token
     expected_obs, expected_reward, *expected_flags, expected_info = expected_env.step(9)
     np.testing.assert_array_equal(obs["input_ids"], expected_obs["input_ids"])
     assert (reward, terminated, truncated) == (expected_reward, *expected_flags)
+    np.testing.assert_array_equal(info.pop("ref_logprobs"), expected_info.pop("ref_logprobs"))
     assert info == expected_info and info["response_length"] == 3
 
 

@@ -75,7 +75,7 @@ def test_kv_cached_ref_logprobs_equal_a_full_forward_pass(tokenizer, attention):
     """Each attention implementation gets the 4-D decoding mask it takes (boolean, additive)."""
     lm = tiny_lm(tokenizer)
     lm.set_attn_implementation(attention)
-    env = make_env(lm, tokenizer, max_new_tokens=12, stop_at_eos=False)
+    env = make_env(lm, tokenizer, max_new_tokens=12, stop_at_eos=False, reference_scoring="per_step")
     rng = np.random.default_rng(0)
     for seed in range(3):
         obs, _ = env.reset(seed=seed)
@@ -86,6 +86,52 @@ def test_kv_cached_ref_logprobs_equal_a_full_forward_pass(tokenizer, attention):
         assert truncated and not terminated
         full = full_forward_logprobs(lm, obs["input_ids"], obs["attention_mask"], 12)
         np.testing.assert_allclose(cached, full, atol=1e-5)
+        np.testing.assert_array_equal(info["ref_logprobs"], cached)
+
+
+@pytest.mark.parametrize("as_tensors", [False, True])
+def test_deferred_and_per_step_reference_logprobs_agree(lm, tokenizer, as_tensors):
+    """Issue 15: the reference log-probs of a finished episode from one batched forward at its end
+    (reference_scoring="episode_end") equal the per-step KV-cached ones within 1e-5, for episodes that
+    end at different steps (EOS, truncation) and restart; rewards and flags are the same."""
+    max_new_tokens, steps, num_envs = 6, 30, 3
+    rng = np.random.default_rng(3)
+    actions = rng.integers(1, 60, (steps, num_envs))
+    actions[rng.random((steps, num_envs)) < 0.15] = tokenizer.eos_token_id
+
+    def run(scoring: str) -> list:
+        env = TokenVectorEnv(
+            num_envs,
+            **options(lm, tokenizer, max_new_tokens=max_new_tokens, reference_scoring=scoring),
+            as_tensors=as_tensors,
+            autoreset_mode=AutoresetMode.NEXT_STEP,
+        )
+        env.reset(seed=0)
+        outputs = []
+        for step_actions in actions:
+            _, reward, terminated, truncated, info = env.step(
+                torch.as_tensor(step_actions) if as_tensors else step_actions
+            )
+            ended = as_numpy(terminated) | as_numpy(truncated)
+            assert np.array_equal(info.get("_ref_logprobs", np.zeros(num_envs, bool)), ended)
+            outputs.append(
+                (as_numpy(reward), ended, as_numpy(info["ref_logprobs"])[ended] if ended.any() else None)
+            )
+        return outputs
+
+    per_step, deferred = run("per_step"), run("episode_end")
+    episodes = 0
+    for (reward, ended, logprobs), (expected_reward, expected_ended, expected) in zip(
+        deferred, per_step, strict=True
+    ):
+        np.testing.assert_array_equal(ended, expected_ended)
+        np.testing.assert_allclose(
+            reward, np.where(ended, expected_reward, 0.0), atol=1e-5
+        )  # per step: the score only
+        if ended.any():
+            np.testing.assert_allclose(logprobs, expected, atol=1e-5)
+            episodes += ended.sum()
+    assert episodes >= 2 * num_envs
 
 
 def test_eos_terminates_and_max_new_tokens_truncates(lm, tokenizer):
@@ -157,16 +203,20 @@ def assert_infos_equal(ours: dict, theirs: dict, as_tensors: bool) -> None:
                 assert got == pytest.approx(expected, abs=1e-5), key
 
 
-@pytest.mark.parametrize("as_tensors", [False, True])
-@pytest.mark.parametrize("mode", list(AutoresetMode), ids=lambda mode: mode.name)
-def test_vector_env_follows_gymnasiums_vector_env_of_single_envs(lm, tokenizer, mode, as_tensors):
+@pytest.mark.parametrize(
+    ("mode", "as_tensors", "scoring"),
+    [(mode, as_tensors, "per_step") for mode in AutoresetMode for as_tensors in (False, True)]
+    + [(mode, False, "episode_end") for mode in AutoresetMode],
+    ids=lambda value: value.name if isinstance(value, AutoresetMode) else str(value),
+)
+def test_vector_env_follows_gymnasiums_vector_env_of_single_envs(lm, tokenizer, mode, as_tensors, scoring):
     """Step by step, TokenVectorEnv equals Gymnasium's own SyncVectorEnv over single TokenEnvs with the
     same seeds and autoreset mode: observations, rewards, flags and the info layout of each mode
     (NEXT_STEP: an ended episode restarts at the next step, which ignores its action and pays 0;
     SAME_STEP: it restarts at once, its last observation and info in final_obs/final_info; DISABLED:
     it waits for reset(options={"reset_mask": ...}))."""
     num_envs, steps, eos = 3, 40, tokenizer.eos_token_id
-    kwargs = {"max_new_tokens": 4, "device": "cpu"}
+    kwargs = {"max_new_tokens": 4, "device": "cpu", "reference_scoring": scoring}
     vector = TokenVectorEnv(
         num_envs, **options(lm, tokenizer, **kwargs), as_tensors=as_tensors, autoreset_mode=mode
     )
@@ -188,12 +238,13 @@ def test_vector_env_follows_gymnasiums_vector_env_of_single_envs(lm, tokenizer, 
         for key in expected_obs:
             np.testing.assert_array_equal(as_numpy(obs[key]), expected_obs[key])
         assert_infos_equal(info, expected_info, as_tensors)
-        layer = vector._state.cache.layers[0]
-        start = layer.start
+        cache = vector._state.cache  # per-step scoring only
+        layer = cache and cache.layers[0]
+        start = layer and layer.start
         batch = torch.as_tensor(actions[step]) if as_tensors else actions[step]
         obs, rewards, terminated, truncated, info = vector.step(batch)
         # The KV window wrapped around its buffer (not a fresh start of every episode): it must stay exact.
-        slid_back |= vector._state.cache.layers[0] is layer and layer.start < start
+        slid_back |= cache is not None and vector._state.cache.layers[0] is layer and layer.start < start
         expected_obs, expected_rewards, *expected_flags, expected_info = reference.step(actions[step])
         np.testing.assert_allclose(as_numpy(rewards), expected_rewards, atol=1e-5)
         for flags, expected in zip((terminated, truncated), expected_flags, strict=True):
@@ -205,7 +256,7 @@ def test_vector_env_follows_gymnasiums_vector_env_of_single_envs(lm, tokenizer, 
                 vector.step(batch)
             obs, info = vector.reset(options={"reset_mask": done})
             expected_obs, expected_info = reference.reset(options={"reset_mask": done})
-    assert ended >= num_envs * 2 and slid_back
+    assert ended >= num_envs * 2 and (slid_back or scoring == "episode_end")
 
 
 def test_gym_make_and_make_vec(lm, tokenizer):
@@ -456,11 +507,11 @@ def test_pickled_and_deep_copied_envs_step_bit_identically():
 
     def run(env) -> list:
         env.reset(seed=0)
-        return [env.step(action)[1:] for action in range(5, 13)]
+        return [env.step(action) for action in range(5, 13)]
 
     expected = run(env)
-    assert run(pickle.loads(pickle.dumps(env))) == expected
-    assert run(copy.deepcopy(env)) == expected
+    _assert_same(run(pickle.loads(pickle.dumps(env))), expected)
+    _assert_same(run(copy.deepcopy(env)), expected)
 
 
 def test_metadata_declares_render_fps_and_the_autoreset_mode(lm, tokenizer):

@@ -49,11 +49,13 @@ def options(tokenizer, **kwargs) -> dict:
     } | kwargs
 
 
-@pytest.mark.parametrize("kl_coef", [0.0, 0.1])
-def test_a_tensor_step_that_ends_no_episode_makes_one_sync(tokenizer, fake_cuda, kl_coef):
+@pytest.mark.parametrize("scoring", ["per_step", "episode_end"])
+def test_a_tensor_step_that_ends_no_episode_makes_one_sync(tokenizer, fake_cuda, scoring):
     """Before: four (the flags; transformers' ``padding_mask.all()`` on the 2-D mask; uploads of the
     terminated and truncated flags computed on the host)."""
-    env = TokenVectorEnv(3, **options(tokenizer, max_new_tokens=6, kl_coef=kl_coef), as_tensors=True)
+    env = TokenVectorEnv(
+        3, **options(tokenizer, max_new_tokens=6, reference_scoring=scoring), as_tensors=True
+    )
     env.reset(seed=0)
     actions = torch.full((3,), 7, device="cuda")
     for _ in range(5):  # the sixth step would end every episode
@@ -61,17 +63,20 @@ def test_a_tensor_step_that_ends_no_episode_makes_one_sync(tokenizer, fake_cuda,
         _, reward, terminated, truncated, info = env.step(actions)
         syncs = fake_cuda.syncs[before:]
         assert len(syncs) == 1 and is_the_documented_sync(syncs[0]), syncs
-        assert reward.device == terminated.device == truncated.device == info["ref_logprob"].device
+        assert reward.device == terminated.device == truncated.device
+        assert scoring == "episode_end" or info["ref_logprob"].device == reward.device
 
 
-def test_the_single_env_uploads_the_action_and_downloads_once(tokenizer, fake_cuda):
-    """Before: about six (the flags, two uploads, four downloads of reward, log-prob and observation)."""
-    env = TokenEnv(**options(tokenizer, max_new_tokens=6))
+@pytest.mark.parametrize(("scoring", "syncs"), [("per_step", 2), ("episode_end", 1)])
+def test_the_single_env_uploads_the_action_and_downloads_at_most_once(tokenizer, fake_cuda, scoring, syncs):
+    """Before: about six (the flags, two uploads, four downloads of reward, log-prob and observation).
+    Now the action's upload and, with per-step scoring, one download of reward and log-prob."""
+    env = TokenEnv(**options(tokenizer, max_new_tokens=6, reference_scoring=scoring))
     env.reset(seed=0)
     for _ in range(5):
         before = len(fake_cuda.syncs)
         obs, *_ = env.step(7)
-        assert len(fake_cuda.syncs) - before == 2, fake_cuda.syncs[before:]
+        assert len(fake_cuda.syncs) - before == syncs, fake_cuda.syncs[before:]
         assert obs["input_ids"][-1] == 7
 
 
@@ -88,8 +93,8 @@ def test_the_single_envs_host_observation_is_the_cores(tokenizer):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("kl_coef", [0.0, 0.1])
-def test_on_a_gpu_a_tensor_step_syncs_only_where_documented(tokenizer, monkeypatch, kl_coef):
+@pytest.mark.parametrize("scoring", ["per_step", "episode_end"])
+def test_on_a_gpu_a_tensor_step_syncs_only_where_documented(tokenizer, monkeypatch, scoring):
     """``torch.cuda.set_sync_debug_mode("error")`` around steps that end no episode; the one
     documented sync (``actions_to_host``) is allowed."""
     allowed = TokenCore.actions_to_host
@@ -103,7 +108,7 @@ def test_on_a_gpu_a_tensor_step_syncs_only_where_documented(tokenizer, monkeypat
 
     monkeypatch.setattr(TokenCore, "actions_to_host", documented_sync)
     env = TokenVectorEnv(
-        4, **options(tokenizer, max_new_tokens=8, kl_coef=kl_coef, device="cuda"), as_tensors=True
+        4, **options(tokenizer, max_new_tokens=8, reference_scoring=scoring, device="cuda"), as_tensors=True
     )
     env.reset(seed=0)
     actions = torch.full((4,), 7, device="cuda")

@@ -41,6 +41,8 @@ __all__ = ["TokenCore", "TokenEnv", "TokenEnvConfig", "TokenState", "TokenVector
 
 #: The values of ``TokenEnvConfig.truncation``.
 TRUNCATION_SIDES = ("error", "left", "right")
+#: The values of ``TokenEnvConfig.reference_scoring``.
+REFERENCE_SCORING = ("auto", "per_step", "episode_end")
 
 #: One NumPy generator per episode: where each episode draws its prompts.
 PromptGenerators = Sequence[np.random.Generator]
@@ -73,6 +75,12 @@ class TokenEnvConfig:
             ``"left"`` keeps its last tokens (for TL;DR prompts, the post's end and ``TL;DR:``),
             ``"right"`` its first; a warning says how many prompts were cut and by how much, and
             ``prompts`` then holds the texts that remain.
+        reference_scoring: when log π_pt of the generated tokens is computed (see ``TokenEnv``'s
+            "Reference log-probs"): ``"per_step"``, one KV-cached forward per token, each step's
+            ``info["ref_logprob"]``; ``"episode_end"``, one batched forward over each finished
+            episode; ``"auto"``: per step when ``kl_coef > 0`` (each step's reward needs it), else at
+            the episode's end. Either way the last step's info holds ``ref_logprobs``. The default
+            is ``"per_step"`` until the token agents read ``ref_logprobs``; then ``"auto"``.
 
     An env's own ``config`` holds every part resolved (the loaded model, tokenizer, prompt list and
     reward model), so another env made from it shares them instead of loading them again.
@@ -88,6 +96,7 @@ class TokenEnvConfig:
     device: str | torch.device = "auto"
     max_prompt_tokens: int | None = None
     truncation: str = "error"
+    reference_scoring: str = "per_step"
 
     def __post_init__(self) -> None:
         self.max_new_tokens = positive_int("max_new_tokens", self.max_new_tokens)
@@ -97,6 +106,20 @@ class TokenEnvConfig:
             self.max_prompt_tokens = positive_int("max_prompt_tokens", self.max_prompt_tokens)
         if self.truncation not in TRUNCATION_SIDES:
             raise ValueError(f"truncation must be one of {TRUNCATION_SIDES}, got {self.truncation!r}")
+        if self.reference_scoring not in REFERENCE_SCORING:
+            raise ValueError(
+                f"reference_scoring must be one of {REFERENCE_SCORING}, got {self.reference_scoring!r}"
+            )
+        if self.reference_scoring == "episode_end" and self.kl_coef > 0:
+            raise ValueError(
+                "reference_scoring='episode_end' cannot pay kl_coef > 0: the reward β·log π_pt of each step "
+                "needs the reference log-prob at that step (reference_scoring='per_step')"
+            )
+
+    @property
+    def per_step_reference(self) -> bool:
+        """Whether the reference log-probs come every step (``kl_coef > 0`` or asked for) or at the end."""
+        return self.reference_scoring == "per_step" or (self.reference_scoring == "auto" and self.kl_coef > 0)
 
 
 def _make_config(config: TokenEnvConfig | None, fields: dict[str, Any]) -> TokenEnvConfig:
@@ -115,8 +138,9 @@ class TokenState:
     """The explicit state of B decoding episodes, what :class:`TokenCore` steps.
 
     The tensors live on the core's device. The cache is written in place (copying it every step
-    would cost what the KV cache saves); the observation tensors are replaced, never written, so
-    observations already handed out stay as they were.
+    would cost what the KV cache saves); the observation and log-prob tensors are replaced, never
+    written, so what was handed out stays as it was. ``positions``, ``next_logits``, ``cache`` and
+    ``ref_logprobs`` serve per-step reference scoring; they are ``None`` when it is deferred.
     """
 
     #: [B, context_len] left-padded window: prompt + continuation, the newest token last.
@@ -124,11 +148,13 @@ class TokenState:
     #: [B, context_len] 1 on real tokens, 0 on padding (long).
     attention_mask: torch.Tensor
     #: [B] position id of the next token.
-    positions: torch.Tensor
+    positions: torch.Tensor | None
     #: [B, vocab] float32 logits of π_pt for the next token.
-    next_logits: torch.Tensor
+    next_logits: torch.Tensor | None
     #: π_pt's keys and values of exactly the window (one ``WindowLayer`` per layer).
-    cache: DynamicCache
+    cache: DynamicCache | None
+    #: [B, max_new_tokens] log π_pt of each token generated so far (0 after the last).
+    ref_logprobs: torch.Tensor | None
     #: [B] tokens generated so far, on the device: the truncation flags need no upload.
     generated: torch.Tensor
     #: [B] the same on the host, so a step decides which episodes end without a sync.
@@ -141,39 +167,46 @@ class TokenState:
     #: [B] tokens of each episode's prompt.
     prompt_length: np.ndarray
 
+    _TENSORS = ("input_ids", "attention_mask", "positions", "next_logits", "ref_logprobs", "generated")
+    _ARRAYS = ("response_length", "response_tokens", "prompt_index", "prompt_length")
+
     def state_dict(self) -> dict[str, Any]:
         """A copy of the state, cache included."""
-        tensors = ("input_ids", "attention_mask", "positions", "next_logits", "generated")
-        arrays = ("response_length", "response_tokens", "prompt_index", "prompt_length")
-        state: dict[str, Any] = {name: getattr(self, name).clone() for name in tensors}
-        state |= {name: getattr(self, name).copy() for name in arrays}
-        state["cache"] = [layer.state_dict() for layer in self.cache.layers]
+        state: dict[str, Any] = {name: _copy(getattr(self, name)) for name in self._TENSORS + self._ARRAYS}
+        state["cache"] = None if self.cache is None else [layer.state_dict() for layer in self.cache.layers]
         return state
 
     @classmethod
     def from_state(cls, state: dict[str, Any], device: torch.device) -> TokenState:
         """Inverse of :meth:`state_dict`, on ``device``."""
-        cache = DynamicCache()
-        cache.layers = [WindowLayer.from_state(layer, device) for layer in state["cache"]]
+        cache = None
+        if state["cache"] is not None:
+            cache = DynamicCache()
+            cache.layers = [WindowLayer.from_state(layer, device) for layer in state["cache"]]
         tensors = {
-            name: state[name].to(device).clone()
-            for name in ("input_ids", "attention_mask", "positions", "next_logits", "generated")
+            name: None if state[name] is None else state[name].to(device).clone() for name in cls._TENSORS
         }
-        names = ("response_length", "response_tokens", "prompt_index", "prompt_length")
-        arrays = {name: state[name].copy() for name in names}
-        return cls(cache=cache, **tensors, **arrays)
+        return cls(cache=cache, **tensors, **{name: state[name].copy() for name in cls._ARRAYS})
+
+
+def _copy(value: torch.Tensor | np.ndarray | None) -> torch.Tensor | np.ndarray | None:
+    if value is None:
+        return None
+    return value.clone() if isinstance(value, torch.Tensor) else value.copy()
 
 
 class TokenCore(BatchedCore):
     """B decoding episodes of the reference model on one device; the dynamics behind both faces.
 
     State per episode (:class:`TokenState`): a left-padded window of the last ``context_len``
-    tokens (the observation), the reference model's KV cache for exactly that window, and its
-    logits for the next token. A step appends one token to every episode: the window and every
-    cache layer drop their oldest column (dead in every episode: prompt ≤ ``max_prompt_tokens``
-    and at most ``max_new_tokens`` tokens fit) and the new token's keys and values are appended by
-    one forward pass. Starting an episode writes its prefilled prompt into the last columns of its
-    rows; :meth:`restart` starts only the episodes that ended. The ``generator`` of this core is
+    tokens (the observation) and the tokens generated so far. A step appends one token to every
+    episode; the window drops its oldest column (dead in every episode: prompt ≤
+    ``max_prompt_tokens`` and at most ``max_new_tokens`` tokens fit). With per-step reference
+    scoring the state also holds the reference model's KV cache for exactly that window and its
+    logits for the next token: each step slides every cache layer with the window and appends the
+    new token's keys and values by one forward pass; starting an episode prefills its prompt into
+    the last columns of its rows. Deferred, the reference model runs once per finished episode, over
+    its whole window. :meth:`restart` starts only the episodes that ended. The ``generator`` of this core is
     one NumPy generator per episode, from which each episode draws its prompts.
     """
 
@@ -190,12 +223,12 @@ class TokenCore(BatchedCore):
         self.max_new_tokens = self.horizon = config.max_new_tokens
         self.stop_at_eos = config.stop_at_eos
         self.kl_coef = float(config.kl_coef)
+        self.per_step_reference = config.per_step_reference
         self.eos_token_id = self.tokenizer.eos_token_id
         self.pad_token_id = self.tokenizer.pad_token_id
         self.vocab_size = self.model.get_output_embeddings().weight.shape[0]
-        # A prefill needs only the last position's logits; most HF models can skip the others' LM head.
-        supports_keep = "logits_to_keep" in inspect.signature(self.model.forward).parameters
-        self._last_logits_only = {"logits_to_keep": 1} if supports_keep else {}
+        # Most HF models can skip the LM head where no logits are needed (a prefill needs the last).
+        self._keeps_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         self._encode_prompts(config.max_prompt_tokens, config.truncation)
         self.config = dataclasses.replace(
             config,
@@ -290,15 +323,21 @@ class TokenCore(BatchedCore):
         state = TokenState(
             input_ids=torch.full(shape, self.pad_token_id, dtype=torch.long, device=self.device),
             attention_mask=torch.zeros(shape, dtype=torch.long, device=self.device),
-            positions=torch.zeros(num_envs, dtype=torch.long, device=self.device),
-            next_logits=torch.zeros(num_envs, self.vocab_size, device=self.device),
-            cache=DynamicCache(),
+            positions=None,
+            next_logits=None,
+            cache=None,
+            ref_logprobs=None,
             generated=torch.zeros(num_envs, dtype=torch.long, device=self.device),
             response_length=np.zeros(num_envs, dtype=np.int64),
             response_tokens=np.zeros((num_envs, self.max_new_tokens), dtype=np.int64),
             prompt_index=np.zeros(num_envs, dtype=np.int64),
             prompt_length=np.zeros(num_envs, dtype=np.int64),
         )
+        if self.per_step_reference:
+            state.positions = torch.zeros(num_envs, dtype=torch.long, device=self.device)
+            state.next_logits = torch.zeros(num_envs, self.vocab_size, device=self.device)
+            state.cache = DynamicCache()
+            state.ref_logprobs = torch.zeros(num_envs, self.max_new_tokens, device=self.device)
         rows = np.arange(num_envs)
         self._start(state, rows, self._draw_prompts(generator, rows))
         return state
@@ -315,33 +354,36 @@ class TokenCore(BatchedCore):
 
     @torch.inference_mode()
     def _start(self, state: TokenState, rows: np.ndarray, prompt_index: np.ndarray) -> None:
-        """Start episodes in ``rows`` with the prompts ``prompt_index``: one prefill forward pass."""
+        """Start episodes in ``rows`` with the prompts ``prompt_index`` (per-step scoring: one prefill)."""
         rows_t, index_t = torch.as_tensor(np.stack([rows, prompt_index]), device=self.device)  # one upload
-        # Prefill only the columns that one of these prompts reaches.
+        # Only the columns that one of these prompts reaches.
         width = int(self._prompt_lengths_host[prompt_index].max())
         ids = self.prompt_ids[index_t, -width:]
         starts = ids.shape[1] - self.prompt_lengths[index_t, None]
         mask = (torch.arange(ids.shape[1], device=self.device) >= starts).long()
-        positions = position_ids(mask)
-        output = self.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            use_cache=True,
-            **self._last_logits_only,
-        )
         pad = self.context_len - ids.shape[1]
         window_ids = torch.nn.functional.pad(ids, (pad, 0), value=self.pad_token_id)
         window_mask = torch.nn.functional.pad(mask, (pad, 0))
         # Out-of-place index_copy: observations already handed out are never written to.
         state.input_ids = state.input_ids.index_copy(0, rows_t, window_ids)
         state.attention_mask = state.attention_mask.index_copy(0, rows_t, window_mask)
-        state.positions[rows_t] = positions[:, -1] + 1
-        state.next_logits[rows_t] = output.logits[:, -1].float()
         state.generated[rows_t] = 0
         state.response_length[rows] = 0
         state.prompt_index[rows] = prompt_index
         state.prompt_length[rows] = self._prompt_lengths_host[prompt_index]
+        if not self.per_step_reference:
+            return
+        positions = position_ids(mask)
+        output = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            **({"logits_to_keep": 1} if self._keeps_logits else {}),
+        )
+        state.positions[rows_t] = positions[:, -1] + 1
+        state.next_logits[rows_t] = output.logits[:, -1].float()
+        state.ref_logprobs = state.ref_logprobs.index_fill(0, rows_t, 0.0)
         self._write_cache(state, rows_t, output.cache, whole=len(rows) == len(state.response_length))
 
     def _write_cache(self, state: TokenState, rows: torch.Tensor, prefill: DynamicCache, whole: bool) -> None:
@@ -393,12 +435,14 @@ class TokenCore(BatchedCore):
         caller restarts them next (Gymnasium's next-step autoreset ignores their actions).
 
         Returns ``(state, reward, terminated, info)``: reward float32 [B] and terminated bool [B]
-        on the device; ``info`` holds ``ref_logprob`` (float32 [B]) and ``truncated`` (bool [B]) on
-        the device, the actions and flags on the host (``host_action``, ``host_terminated``,
-        ``host_truncated``), ``done`` (bool [B] on the host, for :meth:`restart`), ``done_rows``
-        (its indices) and, when some episode ended, ``prompts``, ``completions`` (lists of str,
-        for ``done_rows``) and ``score`` (float32 [B] on the device, 0 where no episode ended).
-        Decoding draws nothing: ``generator`` is not used.
+        on the device; ``info`` holds ``truncated`` (bool [B] on the device), with per-step scoring
+        ``ref_logprob`` (float32 [B] on the device), the actions and flags on the host
+        (``host_action``, ``host_terminated``, ``host_truncated``), ``done`` (bool [B] on the host,
+        for :meth:`restart`), ``done_rows`` (its indices) and, when some episode ended, ``prompts``,
+        ``completions`` (lists of str, for ``done_rows``), ``score`` (float32 [B]) and
+        ``ref_logprobs`` (float32 [B, max_new_tokens]: log π_pt of each generated token, 0 after
+        the last), both on the device and 0 in the rows that did not end. Decoding draws nothing:
+        ``generator`` is not used.
         """
         if action_host is None:
             action_host = self.actions_to_host(action)
@@ -413,22 +457,38 @@ class TokenCore(BatchedCore):
         response_tokens = state.response_tokens.copy()
         rows = np.flatnonzero(counted)  # a void row may have ended with a full response: no column left
         response_tokens[rows, response_length[rows] - 1] = action_host[rows]
+        input_ids = torch.cat([state.input_ids[:, 1:], action[:, None]], dim=1)
+        attention_mask = torch.nn.functional.pad(state.attention_mask[:, 1:], (0, 1), value=1)
         if len(done_rows):
+            # Everything about the finished episodes is computed before the state changes.
             prompts, completions = self._texts(
                 state.prompt_index, response_tokens, response_length, done_rows
             )
             scores = check_scores(self.reward_model(prompts, completions), len(done_rows)).to(self.device)
             done_rows_t = torch.as_tensor(done_rows, device=self.device)
             score = torch.zeros(len(done), device=self.device).index_put_((done_rows_t,), scores)
+            if not self.per_step_reference:
+                lengths = (state.generated + 1)[done_rows_t]
+                width = int((state.prompt_length + response_length)[done_rows].max())
+                episode_logprobs = self._score_episodes(
+                    input_ids[done_rows_t, -width:], attention_mask[done_rows_t, -width:], lengths
+                )
 
         # Nothing can fail from here on: commit the step.
-        ref_logprob = token_logprobs(state.next_logits, action)
+        reward = torch.zeros(len(done), device=self.device)
+        info: dict[str, Any] = {}
+        if self.per_step_reference:
+            ref_logprob = token_logprobs(state.next_logits, action)
+            column = state.generated.clamp(max=self.max_new_tokens - 1)[:, None]
+            state.ref_logprobs = state.ref_logprobs.scatter(1, column, ref_logprob[:, None])
+            episode_logprobs = state.ref_logprobs
+            reward, info["ref_logprob"] = self.kl_coef * ref_logprob, ref_logprob
         state.response_length, state.response_tokens = response_length, response_tokens
         state.generated = state.generated + 1
-        state.input_ids = torch.cat([state.input_ids[:, 1:], action[:, None]], dim=1)
-        state.attention_mask = torch.nn.functional.pad(state.attention_mask[:, 1:], (0, 1), value=1)
-        if len(done_rows) < len(done):  # a step where every episode ends needs no next-token logits
-            # Attention reads only the last ``live`` columns: those left of them are padding in every row.
+        state.input_ids, state.attention_mask = input_ids, attention_mask
+        if self.per_step_reference and len(done_rows) < len(done):
+            # A step where every episode ends needs no next-token logits. Attention reads only the
+            # last ``live`` columns: those left of them are padding in every row.
             live = min(int((state.prompt_length + state.response_length).max()), self.context_len)
             for layer in state.cache.layers:
                 layer.slide(live - 1)
@@ -440,19 +500,18 @@ class TokenCore(BatchedCore):
                 use_cache=True,
             )
             state.next_logits = output.logits[:, -1].float()
-        state.positions += 1
+        if self.per_step_reference:
+            state.positions += 1
 
         # Flags from device tensors: uploading the host's copies would cost two more syncs.
         terminated = (
             action == self.eos_token_id if self.stop_at_eos else torch.zeros_like(action, dtype=torch.bool)
         )
         truncated = (state.generated >= self.max_new_tokens) & ~terminated
-        reward = self.kl_coef * ref_logprob if self.kl_coef else torch.zeros_like(ref_logprob)
         if not counted.all():
             kept = torch.as_tensor(counted, device=self.device)
             terminated, truncated, reward = terminated & kept, truncated & kept, reward * kept
-        info: dict[str, Any] = {
-            "ref_logprob": ref_logprob,
+        info |= {
             "truncated": truncated,
             "host_action": action_host,
             "host_terminated": terminated_host,
@@ -461,9 +520,35 @@ class TokenCore(BatchedCore):
             "done_rows": done_rows,
         }
         if len(done_rows):
+            finished = episode_logprobs[done_rows_t] if self.per_step_reference else episode_logprobs
+            ref_logprobs = torch.zeros(len(done), self.max_new_tokens, device=self.device)
+            ref_logprobs = ref_logprobs.index_copy(0, done_rows_t, finished)
             reward = reward + score
-            info.update(prompts=prompts, completions=completions, score=score)
+            info.update(prompts=prompts, completions=completions, score=score, ref_logprobs=ref_logprobs)
         return state, reward, terminated, info
+
+    def _score_episodes(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, lengths: torch.Tensor
+    ) -> torch.Tensor:
+        """log π_pt of the generated tokens of finished episodes, from one forward pass over their
+        windows ([k, W], each ending with its ``lengths`` (LongTensor [k]) generated tokens);
+        returns float32 [k, max_new_tokens], token j of each episode in column j, 0 after its last."""
+        # Logits are needed only where they predict generated tokens: at most the last N + 1 columns.
+        width = input_ids.shape[1]
+        keep = min(width, self.max_new_tokens + 1)
+        logits = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids(attention_mask),
+            **({"logits_to_keep": keep} if self._keeps_logits else {}),
+        ).logits[:, -keep:]
+        # Column c's logits predict token c + 1: right-aligned log-probs of the last keep - 1 tokens.
+        right = token_logprobs(logits[:, :-1].float(), input_ids[:, width - keep + 1 :])
+        # Token j of an episode with r generated tokens sits at right-aligned column (keep - 1) - r + j.
+        columns = torch.arange(self.max_new_tokens, device=self.device)
+        index = (keep - 1 - lengths)[:, None] + columns
+        left = right.gather(1, index.clamp(max=keep - 2))
+        return left.masked_fill(columns >= lengths[:, None], 0.0)
 
     def texts(self, state: TokenState, rows: np.ndarray) -> tuple[list[str], list[str]]:
         """The prompts and the continuations so far (special tokens dropped) of episodes ``rows``."""
@@ -580,8 +665,10 @@ class TokenVectorEnv(_TokenFace, VectorEnv):
     Masks are numpy bool arrays on the host on both faces (the env decides on the host which
     episodes end). The response's token ids are the last ``response_length`` tokens of the final
     observation's ``input_ids``, its prompt the ``prompt_length`` tokens before them: enough to
-    recompute any model's log-probs of the whole sequence in one batch. ``info["ref_logprob"]``
-    holds every row's value on every step; its mask leaves out the rows whose step info is elsewhere.
+    recompute any model's log-probs of the whole sequence in one batch. The end-of-episode info
+    also holds ``ref_logprobs`` ([B, max_new_tokens], see ``TokenEnv``'s "Reference log-probs");
+    with per-step scoring ``info["ref_logprob"]`` holds every row's value on every step, its mask
+    leaving out the rows whose step info is elsewhere.
 
     ## Arguments
         num_envs: B, the number of episodes.
@@ -673,19 +760,22 @@ class TokenVectorEnv(_TokenFace, VectorEnv):
             self._state, action, action_host=action_host, void=restarting
         )
         done = result["done"]
-        info: dict[str, Any] = {"ref_logprob": self._output(result["ref_logprob"])}
+        # Each step's own info: log π_pt of its token, with per-step reference scoring.
+        step_info = {}
+        if "ref_logprob" in result:
+            step_info = {"ref_logprob": self._output(result["ref_logprob"]), "_ref_logprob": done}
         episode = self._episode_info(state, result)
+        info: dict[str, Any] = {key: value for key, value in step_info.items() if not key.startswith("_")}
         if mode == AutoresetMode.SAME_STEP:
             # Gymnasium's same-step layout: an ended row's step info lives in final_info.
-            info["_ref_logprob"] = ~done
+            info |= {f"_{key}": ~done for key in info}
             if done.any() or self.as_tensors:  # the tensor face has every key on every step
                 final_obs = self._output(self.core.observe(state))
                 info["final_obs"], info["_final_obs"] = self._final_obs(final_obs, done), done
-                info["final_info"] = episode | {"ref_logprob": info["ref_logprob"], "_ref_logprob": done}
-                info["_final_info"] = done
+                info["final_info"], info["_final_info"] = episode | step_info, done
             restarting = done
         else:
-            info["_ref_logprob"] = ~restarting
+            info |= {f"_{key}": ~restarting for key in info}
             if done.any():
                 info |= episode
             self._ended = done
@@ -729,11 +819,16 @@ class TokenVectorEnv(_TokenFace, VectorEnv):
         completions = np.full(self.num_envs, None, dtype=object)
         if len(rows):
             prompts[rows], completions[rows] = result["prompts"], result["completions"]
-        score = result["score"] if len(rows) else torch.zeros(self.num_envs, device=self.device)
+        if len(rows):
+            score, ref_logprobs = result["score"], result["ref_logprobs"]
+        else:
+            score = torch.zeros(self.num_envs, device=self.device)
+            ref_logprobs = torch.zeros(self.num_envs, self.core.max_new_tokens, device=self.device)
         info = {"prompt": prompts, "completion": completions, "score": self._output(score)}
         info |= {
             "prompt_length": np.where(done, state.prompt_length, 0),
             "response_length": np.where(done, state.response_length, 0),
+            "ref_logprobs": self._output(ref_logprobs),
         }
         return info | {f"_{key}": done for key in list(info)}
 
@@ -807,7 +902,23 @@ class TokenEnv(_TokenFace, gym.Env):
     since E_{t∼π(·|s)}[−log π(t|s)] = H(π(·|s)). The first term is this env's return; the second is
     an entropy bonus with the same β at every visited state (SB3's ``ent_coef = β``). The identity
     holds in expectation; an agent that wants the exact per-token KL (the PPO agent does) sets
-    ``kl_coef=0`` and uses ``info["ref_logprob"]`` itself.
+    ``kl_coef=0`` and uses the reference log-probs itself.
+
+    ## Reference log-probs
+    log π_pt of every generated token is computed in one of two ways (``reference_scoring``):
+
+    * per step (``"per_step"``; what ``kl_coef > 0`` needs): the env keeps π_pt's KV cache of each
+      episode; every step runs one forward pass of one token per episode and reports
+      ``info["ref_logprob"]``. Cost: a forward pass per token, which reads all of π_pt's weights
+      each time, plus the prompt's prefill; for a large model this is what the sampling policy
+      pays a second time.
+    * at the episode's end (``"episode_end"``; with ``"auto"``, whenever ``kl_coef == 0``): a step
+      runs no model at all; when episodes end, one batched forward pass over their windows (prompt
+      + response) scores every generated token, as the usual pipeline's reference pass after
+      ``generate`` does. Cost: one forward over the finished sequences, no KV cache held.
+
+    Either way the last step's info holds ``ref_logprobs``: float32 [max_new_tokens], token j's
+    log-prob in entry j, 0 after ``response_length``. Both agree to float rounding (1e-5).
 
     ## Starting State
     A prompt drawn uniformly from ``prompts`` with the env's RNG.
@@ -815,7 +926,8 @@ class TokenEnv(_TokenFace, gym.Env):
     ## Episode End
     Terminated when the action is EOS (with ``stop_at_eos``); truncated after ``max_new_tokens``
     tokens. The last step's info holds ``prompt``, ``completion`` (decoded, special tokens dropped),
-    ``score``, ``prompt_length`` and ``response_length``; every step's info holds ``ref_logprob``.
+    ``score``, ``prompt_length``, ``response_length`` and ``ref_logprobs``; with per-step reference
+    scoring every step's info holds ``ref_logprob``.
     Stepping an episode that has ended raises ``RuntimeError`` (call ``reset()``), as every single
     env of this suite does. A step happens entirely or not at all: if the reward model raises at
     the episode's end, the env is as it was before the step, and the step can be retried.
@@ -841,7 +953,7 @@ class TokenEnv(_TokenFace, gym.Env):
     ...     if terminated or truncated:
     ...         break
     >>> sorted(k for k in info if k != "ref_logprob")  # the last step tells what the episode was
-    ['completion', 'prompt', 'prompt_length', 'response_length', 'score']
+    ['completion', 'prompt', 'prompt_length', 'ref_logprobs', 'response_length', 'score']
     >>> reward == info["score"]  # kl_coef=0: the reward model's score, on the last step only
     True
 
@@ -888,18 +1000,24 @@ class TokenEnv(_TokenFace, gym.Env):
         self._state, reward, _, result = self.core.step(self._state, action_tensor, action_host=action_host)
         terminated, truncated = bool(result["host_terminated"][0]), bool(result["host_truncated"][0])
         ended = terminated or truncated
-        # One download a step: the reward, log π_pt and (at the end) the score together.
-        values = [reward[0], result["ref_logprob"][0], *([result["score"][0]] if ended else [])]
-        reward_value, ref_logprob, *score = torch.stack(values).tolist()
-        info: dict[str, Any] = {"ref_logprob": ref_logprob}
+        per_step = "ref_logprob" in result
+        # At most one download a step: the reward, log π_pt and, at the end, the score and the
+        # episode's log-probs, together. Deferred scoring before the end has nothing to download.
+        parts = [reward[:1], result["ref_logprob"][:1]] if per_step else [reward[:1]] if ended else []
+        if ended:
+            parts += [result["score"][:1], result["ref_logprobs"][0]]
+        numbers = iter(torch.cat(parts).tolist() if parts else [])
+        reward_value = next(numbers, 0.0)
+        info: dict[str, Any] = {"ref_logprob": next(numbers)} if per_step else {}
         if ended:
             self._running = False
             info |= {
                 "prompt": result["prompts"][0],
                 "completion": result["completions"][0],
-                "score": score[0],
+                "score": next(numbers),
                 "prompt_length": int(self._state.prompt_length[0]),
                 "response_length": int(self._state.response_length[0]),
+                "ref_logprobs": np.array(list(numbers), dtype=np.float32),
             }
         # The window shifts in the new token: the host builds it from the action it has, no download.
         self._obs = {
