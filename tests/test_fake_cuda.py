@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -12,6 +13,7 @@ from fake_cuda import is_fake_cuda
 from rich.console import Console
 from tiny_lm import tiny_lm, tiny_tokenizer
 
+import agents
 import rlhf_envs  # noqa: F401  (registers the env ids)
 from agents import DQN, PPO, QLearning
 from rlhf_envs.demo import DemoConfig, run_demo
@@ -148,16 +150,6 @@ def test_per_step_statistics_stay_in_float32(fake_cuda):
     assert {tensor.dtype for tensor in tensors} <= {torch.float32, torch.long}
 
 
-def test_dqn_uploads_nothing_per_step_on_box_actions(fake_cuda):
-    """The bin values of Box actions are on the device once, not uploaded at every step."""
-    env = gym.make("rlhf_envs/CarDriving-v0", continuous=True)
-    agent = DQN(env, device="auto", num_envs=4, learning_starts=10_000, log_interval=10_000)
-    agent.learn(4, progress_bar=False)  # the first step resets the env
-    before = len(fake_cuda.syncs)
-    agent.learn(12, progress_bar=False, reset_num_timesteps=False)
-    assert [sync for sync in fake_cuda.syncs[before:] if " at dqn.py:" in sync] == []
-
-
 # -- the demo: every stage (label, reward model, PPO + KL, evaluate, report) ------------------------
 def test_the_demo_runs_on_cuda(fake_cuda, tmp_path):
     tokenizer = tiny_tokenizer()
@@ -174,3 +166,39 @@ def test_the_demo_runs_on_cuda(fake_cuda, tmp_path):
         console=Console(file=io.StringIO()),
     )
     assert summary["device"] == "cuda:0" and (tmp_path / "out" / "model" / "config.json").is_file()
+
+
+# -- deliverable 3 for the agents: no host sync per env step ----------------------------------------
+AGENT_FILES = {path.name for path in Path(agents.__file__).parent.glob("*.py")}
+
+
+def agent_syncs(syncs: list[str]) -> list[str]:
+    """The syncs made by the agents' own code (not by the env they step)."""
+    return [sync for sync in syncs if sync.rsplit(" at ", 1)[-1].split(":")[0] in AGENT_FILES]
+
+
+@pytest.mark.parametrize("agent_name", ["PPO", "DQN", "QLearning"])
+def test_agents_make_no_host_sync_per_env_step(agent_name, fake_cuda):
+    """One rollout of 4 steps and one of 16 make the same syncs (the per-iteration log): none per step."""
+    counts = []
+    for n_steps in (4, 16):
+        if agent_name == "PPO":
+            agent = PPO(
+                "rlhf_envs/CarDriving-v0",
+                device="auto",
+                num_envs=4,
+                n_steps=n_steps,
+                batch_size=4 * n_steps,  # one minibatch: the update's syncs do not change either
+                n_epochs=1,
+                normalize_observations=True,
+                normalize_rewards=True,
+            )
+        elif agent_name == "DQN":  # Box actions (binned); collection only: a gradient step is not an env step
+            env = gym.make("rlhf_envs/CarDriving-v0", continuous=True)
+            agent = DQN(env, device="auto", num_envs=4, learning_starts=10**6)
+        else:
+            agent = QLearning("rlhf_envs/TabularMDP-v0", device="auto", num_envs=4)
+        before = len(fake_cuda.syncs)
+        agent.learn(4 * n_steps, progress_bar=False)
+        counts.append(len(agent_syncs(fake_cuda.syncs[before:])))
+    assert counts[0] == counts[1], fake_cuda.syncs
