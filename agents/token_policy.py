@@ -68,12 +68,19 @@ class PackedTokenObservations(VectorWrapper):
 
     The observation space becomes ``MultiDiscrete`` over token ids with −1 for padding, one entry
     per window column. :attr:`restarted_rows` says, on the host, which episodes of the latest
-    observation :attr:`observation` started anew (None after a reset: all of them).
+    observation :attr:`observation` started anew (None after a reset: all of them); a new episode's
+    window holds its prompt in the last :attr:`prompt_width` columns.
     """
 
     def __init__(
         self, env: VectorEnv, seed_offset: int = 0, autocast_dtype: torch.dtype | None = None
     ) -> None:
+        # Restarted episodes are read from the step that ended them (info["_final_obs"]).
+        if env.metadata.get("autoreset_mode") != AutoresetMode.SAME_STEP:
+            raise ValueError(
+                "the token agents step a TokenVectorEnv with autoreset_mode=AutoresetMode.SAME_STEP, "
+                f"got {env.metadata.get('autoreset_mode')}"
+            )
         super().__init__(env)
         #: Added to reset seeds: episode i of this env is seeded like episode seed_offset + i of a
         #: bigger env (this process's share of the rows of a data-parallel run).
@@ -89,6 +96,8 @@ class PackedTokenObservations(VectorWrapper):
         self.device = env.device
         self.observation: torch.Tensor | None = None
         self.restarted_rows: np.ndarray | None = None
+        #: The columns a new episode's window fills: the prompt's (the rest is padding).
+        self.prompt_width: int = env.unwrapped.config.max_prompt_tokens
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[torch.Tensor, dict]:
         seed = None if seed is None else seed + self.seed_offset
@@ -300,14 +309,17 @@ class TokenActorCritic(nn.Module):
         """Bring the KV cache to ``obs`` and return the newest token's hidden state [B, H].
 
         Continuing episodes decode last step's action (one token each); episodes whose window is not
-        last window + last action (the env restarted them) are prefilled from their window.
+        last window + last action (the env restarted them) are prefilled from their window, only
+        from its prompt columns when the env says which episodes restarted.
         """
+        followed = self._env is not None and obs is self._env.observation
+        fresh_columns = self._env.prompt_width if followed else None  # a new episode's window: its prompt
+        if followed and self._env.restarted_rows is None:  # the env was reset
+            return self._prefill(obs, fresh_columns)
         if self._cache is None or self._last_obs is None or self._last_obs.shape != obs.shape:
             return self._prefill(obs)
-        if self._env is not None and obs is self._env.observation:
+        if followed:
             rows = self._env.restarted_rows
-            if rows is None:  # the env was reset
-                return self._prefill(obs)
             rows = torch.as_tensor(rows, device=obs.device) if len(rows) else None
         else:  # any other observation: compare it with the window the cache holds (a host sync)
             expected = torch.cat([self._last_obs[:, 1:], self._last_action[:, None]], dim=1)
@@ -329,13 +341,14 @@ class TokenActorCritic(nn.Module):
         self._positions = self._positions + 1
         hidden = output.last_hidden_state[:, -1]
         if rows is not None:
-            hidden = hidden.index_copy(0, rows, self._prefill_rows(obs, rows))
+            hidden = hidden.index_copy(0, rows, self._prefill_rows(obs, rows, fresh_columns))
         return hidden
 
-    def _prefill(self, obs: torch.Tensor) -> torch.Tensor:
+    def _prefill(self, obs: torch.Tensor, columns: int | None = None) -> torch.Tensor:
+        """Fill the cache from the windows ``obs`` (their last ``columns`` columns, the rest padding)."""
         from rlhf_envs.lm.cache import WindowLayer  # with transformers, once an LM policy exists
 
-        inputs = _model_inputs(obs)
+        inputs = _model_inputs(obs if columns is None else obs[:, -columns:])
         output = self._backbone(**inputs, use_cache=True)
         self._cache = output.cache
         self._cache.layers = [
@@ -344,8 +357,10 @@ class TokenActorCritic(nn.Module):
         self._positions = inputs["position_ids"][:, -1] + 1
         return output.last_hidden_state[:, -1]
 
-    def _prefill_rows(self, obs: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        inputs = _model_inputs(obs[rows])
+    def _prefill_rows(
+        self, obs: torch.Tensor, rows: torch.Tensor, columns: int | None = None
+    ) -> torch.Tensor:
+        inputs = _model_inputs(obs[rows] if columns is None else obs[rows, -columns:])
         output = self._backbone(**inputs, use_cache=True)
         for layer, fresh in zip(self._cache.layers, output.cache.layers, strict=True):
             layer.write(rows, fresh.keys, fresh.values)

@@ -70,7 +70,7 @@ def test_sampling_log_probs_match_evaluate_across_restarts(tokenizer, follow):
     sampler finds the restarted episodes by comparing windows or from the env's host flags."""
     torch.manual_seed(0)
     env = PackedTokenObservations(
-        make_env(tokenizer, num_envs=6, max_new_tokens=5, stop_at_eos=True, as_tensors=True)
+        make_env(tokenizer, 6, 5, stop_at_eos=True, as_tensors=True, autoreset_mode="same_step")
     )
     policy = TokenActorCritic(env.unwrapped.reference_model, tokenizer)
     if follow:
