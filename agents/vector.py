@@ -4,7 +4,9 @@ Our batched cores do this natively (``CoreVectorEnv(as_tensors=True)``: nothing 
 device). Any other Gymnasium env is stepped on the host by gymnasium's ``SyncVectorEnv`` and its
 numpy outputs are copied to the device once per step by :class:`TorchVectorEnv`. Every env an
 agent sees autoresets in the same step (gymnasium's ``SAME_STEP``): ``info["final_obs"]`` holds
-the last observation of the episodes that just ended, where ``info["_final_obs"]`` is true.
+the last observation of the episodes that just ended, where ``info["_final_obs"]`` is true. Envs
+in another autoreset mode are built in ``SAME_STEP`` where we build them, and otherwise adapted by
+:class:`SameStepAutoreset`, so no agent learns from ``NEXT_STEP``'s reset step as a transition.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv, VectorWrapper
 
-from agents.token_policy import PackedTokenObservations
 from rlhf_envs.device import resolve_device
 from rlhf_envs.envs.batched import CoreEnv, CoreVectorEnv
 
@@ -67,6 +68,33 @@ class TorchVectorEnv(VectorWrapper):
         return torch.as_tensor(np.asarray(array), device=self.device)
 
 
+class SameStepAutoreset(VectorWrapper):
+    """A ``NEXT_STEP`` or ``DISABLED`` vector env seen as ``SAME_STEP``: right after a step that ended
+    episodes, those rows are started afresh with ``reset(options={"reset_mask": ended})``, so the step
+    returns the new episodes' first observations and the ended ones' last in ``info["final_obs"]``.
+
+    ``NEXT_STEP``'s reset step (the step after an end, whose action is ignored and which returns a
+    reward of 0) therefore never happens: an agent sees only real transitions. For an env that speaks
+    tensors (ours) the reset is made every step with the device mask (a no-op where nothing ended; no
+    host sync); for a NumPy env only on steps where an episode ended (gymnasium's envs refuse an empty
+    mask). ``info["final_obs"]`` is a batched tensor or array (the step's observation in every row),
+    valid where ``info["_final_obs"]`` is true.
+    """
+
+    def __init__(self, env: VectorEnv) -> None:
+        super().__init__(env)
+        self.metadata = {**env.metadata, "autoreset_mode": AutoresetMode.SAME_STEP}
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict]:
+        final_obs, reward, terminated, truncated, info = self.env.step(actions)
+        done = terminated | truncated
+        obs = final_obs
+        # A reset returns every row's observation: the new episodes' where done, the others' current.
+        if isinstance(done, torch.Tensor) or done.any():
+            obs, _ = self.env.reset(options={"reset_mask": done})
+        return obs, reward, terminated, truncated, dict(info, final_obs=final_obs, _final_obs=done)
+
+
 _MAKE_WRAPPERS = (gym.wrappers.OrderEnforcing, gym.wrappers.PassiveEnvChecker, gym.wrappers.TimeLimit)
 
 
@@ -82,8 +110,10 @@ def _has_user_wrappers(env: gym.Env) -> bool:
 def make_tensor_vector_env(env: Any, num_envs: int, device: torch.device) -> VectorEnv:
     """A ``SAME_STEP`` vector env on ``device`` with tensor in- and outputs.
 
-    ``env`` may be an env id, a Gymnasium env, or a vector env (ours or gymnasium's).
+    ``env`` may be an env id, a Gymnasium env, or a vector env (ours or gymnasium's) in any autoreset
+    mode.
     """
+    same_step = AutoresetMode.SAME_STEP
     if isinstance(env, str):
         spec = gym.spec(env)
         # Our own vector entry points take a device and speak tensors; gymnasium's take neither.
@@ -94,43 +124,33 @@ def make_tensor_vector_env(env: Any, num_envs: int, device: torch.device) -> Vec
                 vectorization_mode="vector_entry_point",
                 device=device,
                 as_tensors=True,
+                autoreset_mode=same_step,
             )
         env_fns = [lambda: gym.make(spec)] * num_envs
-        return TorchVectorEnv(SyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.SAME_STEP), device)
+        return TorchVectorEnv(SyncVectorEnv(env_fns, autoreset_mode=same_step), device)
     if isinstance(env, CoreVectorEnv):
-        return env.to_vector(device=device)
-    if isinstance(env, PackedTokenObservations) and same_device(env.device, device):
-        return env  # the TokenEnv as the token agents prepare it
-    if isinstance(env, VectorEnv) and getattr(env.unwrapped, "as_tensors", False):
-        # One of our tensor envs inside vector wrappers (e.g. a learned reward): stepped as it is.
-        if not same_device(env.unwrapped.device, device):
+        return env.to_vector(device=device, autoreset_mode=same_step)
+    if isinstance(env, VectorEnv):
+        if getattr(env.unwrapped, "as_tensors", False) and not same_device(env.unwrapped.device, device):
             raise ValueError(
                 f"the env's tensors are on {env.unwrapped.device} and the agent's on {device}: "
                 "make both on one device"
             )
-        if env.metadata.get("autoreset_mode") != AutoresetMode.SAME_STEP:
-            raise ValueError(
-                "vector envs must autoreset in the same step: build them with "
-                "autoreset_mode=gymnasium.vector.AutoresetMode.SAME_STEP"
-            )
-        return env
-    if isinstance(env, VectorEnv):
-        if env.metadata.get("autoreset_mode") != AutoresetMode.SAME_STEP:
-            raise ValueError(
-                "vector envs must autoreset in the same step: build them with "
-                "autoreset_mode=gymnasium.vector.AutoresetMode.SAME_STEP"
-            )
-        return TorchVectorEnv(env, device)
+        if env.metadata.get("autoreset_mode") != same_step:
+            env = SameStepAutoreset(env)
+        # Ours (the TokenEnv as token agents prepare it, or a tensor env in vector wrappers such as a
+        # learned reward) are stepped as they are; gymnasium's get a tensor interface.
+        return env if getattr(env.unwrapped, "as_tensors", False) else TorchVectorEnv(env, device)
     if isinstance(env, gym.Env):
         # Shortcuts that rebuild the env (from its core or spec) would drop the user's wrappers,
         # such as a learned reward; a wrapped env is stepped as it is.
         if _has_user_wrappers(env) or env.spec is None:
             env_fns = [lambda: env]
         elif isinstance(env.unwrapped, CoreEnv):
-            return env.unwrapped.to_vector(num_envs, device=device)
+            return env.unwrapped.to_vector(num_envs, device=device, autoreset_mode=same_step)
         else:
             env_fns = [lambda: gym.make(env.spec)] * num_envs
-        return TorchVectorEnv(SyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.SAME_STEP), device)
+        return TorchVectorEnv(SyncVectorEnv(env_fns, autoreset_mode=same_step), device)
     raise TypeError(f"expected an env id, a gymnasium Env or a VectorEnv, got {type(env).__name__}")
 
 

@@ -10,19 +10,23 @@ from gymnasium.envs.registration import register, registry
 __version__ = "0.1.0"
 
 # Entry points are strings so that importing the package stays cheap: torch models and MuJoCo
-# load only when an env is made.
+# load only when an env is made. max_episode_steps is each env's default horizon N: gym.make's
+# TimeLimit truncates the single envs (once: they do not truncate themselves then, see
+# rlhf_envs.envs.batched.truncates_itself), and gym.make_vec hands it to the vector envs.
 _ENVS = {
     "rlhf_envs/TabularMDP-v0": dict(
         entry_point="rlhf_envs.envs.tabular:TabularMDP",
         vector_entry_point="rlhf_envs.envs.tabular:TabularMDPVectorEnv",
+        max_episode_steps=100,
     ),
     "rlhf_envs/CarDriving-v0": dict(
         entry_point="rlhf_envs.envs.car:CarDriving",
         vector_entry_point="rlhf_envs.envs.car:CarDrivingVectorEnv",
+        max_episode_steps=50,
     ),
-    # No max_episode_steps: the env truncates at its own `horizon`, the N of its exit bonus.
     "rlhf_envs/HalfCheetah-v0": dict(
         entry_point="rlhf_envs.rewards.entry_points:make_half_cheetah",
+        max_episode_steps=1000,
     ),
     "rlhf_envs/TokenEnv-v0": dict(
         entry_point="rlhf_envs.envs.token:TokenEnv",

@@ -99,7 +99,7 @@ def test_make_vec_uses_the_batched_core():
     assert obs.shape == (5, 4) and obs.dtype == np.float32
     obs, reward, terminated, truncated, info = envs.step(np.full(5, ACCELERATE))
     assert reward.shape == terminated.shape == truncated.shape == (5,)
-    assert {"arrived", "collided", "lecture_reward", "final_obs", "_final_obs"} <= set(info)
+    assert set(info) == {"arrived", "collided", "lecture_reward", "_arrived", "_collided", "_lecture_reward"}
 
 
 def test_seeded_determinism():
@@ -249,7 +249,7 @@ def test_info_always_carries_the_outcome():
 
 
 def test_vector_env_tensors_and_autoreset():
-    envs = CarDrivingVectorEnv(64, device="cpu", as_tensors=True, horizon=50)
+    envs = CarDrivingVectorEnv(64, device="cpu", as_tensors=True, horizon=50, autoreset_mode="SameStep")
     obs, _ = envs.reset(seed=0)
     for _ in range(20):
         obs, reward, terminated, truncated, info = envs.step(torch.full((64,), ACCELERATE))

@@ -90,7 +90,10 @@ ARGUMENTS = [
     Argument("horizon", tabular, is_positive_int),
     Argument("gamma", tabular, lambda value: is_real(value) and 0 <= value < 1),
     Argument("num_envs", tabular_vector, is_positive_int),
-    Argument("horizon", tabular_vector, is_positive_int),
+    Argument(
+        "horizon", tabular_vector, lambda value: value is None or is_positive_int(value)
+    ),  # None: default
+    Argument("max_episode_steps", tabular_vector, lambda value: value is None or is_positive_int(value)),
     Argument("horizon", car, is_positive_int),
     Argument("dt", car, lambda value: is_real(value) and value > 0),
     Argument("arrival_reward", car, is_real),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import pickle
 
@@ -13,6 +14,7 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import rlhf_envs  # noqa: F401  (registers the ids)
+from rlhf_envs.envs.batched import truncates_itself
 from rlhf_envs.envs.half_cheetah import HalfCheetah
 from rlhf_envs.rewards import LearnedReward
 
@@ -107,12 +109,25 @@ def test_info_carries_components_under_every_reward() -> None:
         assert keys <= env.step(env.action_space.sample())[4].keys()
 
 
-def test_truncates_at_its_own_horizon() -> None:
+def test_a_horizon_given_to_gym_make_truncates_once_at_that_n() -> None:
     env = gym.make(ENV_ID, horizon=5)
     env.reset(seed=0)
     ends = [env.step(ZERO)[3] for _ in range(5)]
     assert ends == [False] * 4 + [True]
-    assert gym.spec(ENV_ID).max_episode_steps is None  # no TimeLimit: N and the truncation agree
+    assert env.unwrapped.horizon == 5  # the N of the exit bonus
+
+
+def test_default_horizon_is_the_registered_time_limit_which_alone_truncates() -> None:
+    assert gym.spec(ENV_ID).max_episode_steps == inspect.signature(HalfCheetah).parameters["horizon"].default
+    assert not truncates_itself(gym.make(ENV_ID).unwrapped)
+
+
+def test_no_step_goes_past_the_horizon() -> None:
+    env = HalfCheetah(horizon=3)
+    env.reset(seed=0)
+    assert [env.step(ZERO)[3] for _ in range(3)] == [False, False, True]
+    with pytest.raises(RuntimeError, match=r"horizon N=3.*reset\(\)|reset\(\).*horizon"):
+        env.step(ZERO)
 
 
 def test_rgb_array_rendering_has_documented_size() -> None:

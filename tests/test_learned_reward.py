@@ -127,7 +127,9 @@ def test_same_step_autoreset_scores_the_real_last_observation() -> None:
 def test_same_step_autoreset_on_a_batched_core_keeps_tensors() -> None:
     from rlhf_envs.envs.tabular import TabularMDPVectorEnv
 
-    env = TabularMDPVectorEnv(num_envs=4, horizon=2, device="cpu", as_tensors=True)
+    env = TabularMDPVectorEnv(
+        num_envs=4, horizon=2, device="cpu", as_tensors=True, autoreset_mode=AutoresetMode.SAME_STEP
+    )
     env = VectorLearnedReward(env, lambda obs, action, next_obs: next_obs.float())
     env.reset(seed=0)
     env.step(torch.ones(4, dtype=torch.long))

@@ -9,9 +9,17 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium.vector import AutoresetMode
 
 from rlhf_envs.envs.arguments import boolean, positive_int, real
-from rlhf_envs.envs.batched import BatchedCore, CoreEnv, CoreVectorEnv, TensorDict, default_vector_device
+from rlhf_envs.envs.batched import (
+    BatchedCore,
+    CoreEnv,
+    CoreVectorEnv,
+    TensorDict,
+    default_vector_device,
+    vector_horizon,
+)
 
 REWARDS = ("lecture", "speed")
 
@@ -321,7 +329,8 @@ class CarDriving(CoreEnv):
 
     ## Episode end
     Terminates on arriving (ego position >= destination) or colliding (gap <= 0; a collision
-    wins if both happen in one step). Truncates after `horizon` epochs.
+    wins if both happen in one step). Truncates after `horizon` epochs (by the `TimeLimit` of
+    `gym.make`, registered with `max_episode_steps=50`, unless `horizon` is given).
     After the episode has terminated or been truncated, `step()` raises a RuntimeError until `reset()`.
 
     ## Arguments
@@ -363,8 +372,10 @@ class CarDrivingVectorEnv(CoreVectorEnv):
     """``num_envs`` cars of :class:`CarDriving` on one device; see :class:`CoreVectorEnv`.
 
     Takes the same keyword arguments as :class:`CarDriving` (the fields of
-    :class:`CarDrivingConfig`), ``as_tensors`` and ``device`` (by default CUDA when present for tensors,
-    the CPU for NumPy in and out: see :func:`~rlhf_envs.envs.batched.default_vector_device`).
+    :class:`CarDrivingConfig`), ``as_tensors``, ``device`` (by default CUDA when present for tensors,
+    the CPU for NumPy in and out: see :func:`~rlhf_envs.envs.batched.default_vector_device`),
+    ``autoreset_mode`` (NEXT_STEP by default) and ``max_episode_steps`` (what ``gym.make_vec`` passes:
+    the horizon unless ``horizon`` is given).
 
     >>> import gymnasium as gym
     >>> import torch
@@ -388,11 +399,14 @@ class CarDrivingVectorEnv(CoreVectorEnv):
         render_mode: str | None = None,
         device: str | torch.device | None = None,
         as_tensors: bool = False,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        max_episode_steps: int | None = None,
         **config: Any,
     ) -> None:
-        self.config = CarDrivingConfig(**config)
+        horizon = vector_horizon(config.pop("horizon", None), max_episode_steps, CarDrivingConfig.horizon)
+        self.config = CarDrivingConfig(horizon=horizon, **config)
         core = CarDrivingCore(self.config, default_vector_device(device, as_tensors))
-        super().__init__(core, num_envs, as_tensors=as_tensors, render_mode=render_mode)
+        super().__init__(core, num_envs, as_tensors, render_mode, autoreset_mode)
 
 
 __all__ = ["CarDriving", "CarDrivingConfig", "CarDrivingCore", "CarDrivingVectorEnv", "RGB_SHAPE"]

@@ -12,11 +12,30 @@ from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from gymnasium.utils import EzPickle
 
 from rlhf_envs.envs.arguments import positive_int, real
+from rlhf_envs.envs.batched import truncates_itself
 
 # Without a display MuJoCo's default GLFW backend cannot render; EGL renders headless (Mesa's software
 # renderer on a CPU machine, the NVIDIA driver on a GPU one). An explicit MUJOCO_GL is left as it is.
 if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
     os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+def _check_display(render_mode: str | None) -> None:
+    """``render_mode="human"`` opens a window: without a display MuJoCo's viewer would abort the
+    interpreter, so say so first."""
+    headless = not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    offscreen = os.environ.get("MUJOCO_GL") in ("egl", "osmesa")
+    if render_mode == "human" and (headless or offscreen):
+        why = (
+            "no display (DISPLAY and WAYLAND_DISPLAY are unset)"
+            if headless
+            else "MUJOCO_GL renders off-screen"
+        )
+        raise ValueError(
+            f"render_mode='human' opens a window, but there is {why}; use render_mode='rgb_array' "
+            "and save or show the frames"
+        )
+
 
 RewardName = Literal["lecture", "forward"]
 REWARDS: tuple[str, ...] = ("lecture", "forward")
@@ -72,10 +91,12 @@ class HalfCheetah(HalfCheetahEnv):
     ## Episode End
     - Termination: with ``reward="lecture"``, when the cheetah exits the right side of the frame. The other
       rewards never terminate (``info["exited"]`` still reports the exit).
-    - Truncation: after ``horizon`` steps. The env truncates by itself, so the :math:`N` in the exit bonus
-      is always the episode's length; its registration adds no ``TimeLimit``. Change the horizon with
-      ``horizon=``; a ``max_episode_steps`` given to ``gym.make`` would cut episodes without changing
-      :math:`N`.
+    - Truncation: after ``horizon`` = :math:`N` steps, once. ``gym.make("rlhf_envs/HalfCheetah-v0")`` leaves
+      it to its ``TimeLimit``, registered with ``max_episode_steps=1000``, the default :math:`N`; with
+      ``horizon=`` given (to ``gym.make`` or the class) the env truncates at it by itself. Change :math:`N`
+      with ``horizon=``: a ``max_episode_steps`` given to ``gym.make`` alone changes the ``TimeLimit``,
+      not the :math:`N` of the exit bonus (the env cannot see it). The reward is defined for
+      :math:`n \le N` only: a step past :math:`N` raises, like any step after the episode's end.
     - After the episode has terminated or been truncated, ``step()`` raises a ``RuntimeError`` until
       ``reset()``.
 
@@ -133,6 +154,7 @@ class HalfCheetah(HalfCheetahEnv):
         max_torso_angle = real(
             "max_torso_angle", max_torso_angle, low=0.0, high=math.pi, low_open=True, high_open=True
         )
+        _check_display(kwargs.get("render_mode"))
         super().__init__(**kwargs)
         # HalfCheetahEnv recorded its own positional arguments for pickling and copying; record ours instead.
         EzPickle.__init__(
@@ -167,6 +189,11 @@ class HalfCheetah(HalfCheetahEnv):
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._ended:
+            if self._elapsed_steps >= self.horizon:
+                raise RuntimeError(
+                    f"the episode reached its horizon N={self.horizon}: call reset() before step() "
+                    "(for longer episodes give horizon= to gym.make or HalfCheetah)"
+                )
             raise RuntimeError("the episode has ended (terminated or truncated): call reset() before step()")
         obs, forward_reward, _, _, info = super().step(self._controls(action))
         self._elapsed_steps += 1
@@ -185,8 +212,8 @@ class HalfCheetah(HalfCheetahEnv):
         info["step"] = n
         info["lecture_reward"] = lecture_reward
         info["forward_reward"] = forward_reward
-        terminated, truncated = self._lecture and exited, n >= self.horizon
-        self._ended = terminated or truncated
+        terminated, truncated = self._lecture and exited, truncates_itself(self) and n >= self.horizon
+        self._ended = terminated or n >= self.horizon  # past N the lecture reward is undefined
         return obs, lecture_reward if self._lecture else forward_reward, terminated, truncated, info
 
     def _controls(self, action: Any) -> np.ndarray:

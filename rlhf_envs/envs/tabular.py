@@ -7,9 +7,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium.vector import AutoresetMode
 
 from rlhf_envs.envs.arguments import positive_int, real
-from rlhf_envs.envs.batched import BatchedCore, CoreEnv, CoreVectorEnv, default_vector_device
+from rlhf_envs.envs.batched import BatchedCore, CoreEnv, CoreVectorEnv, default_vector_device, vector_horizon
 
 # The default instance (see TabularMDP's docstring). States 0–3 form a path to a goal.
 # Actions: 0 = rest (a small sure reward, stay), 1 = advance (no reward now, usually one state
@@ -35,6 +36,8 @@ DEFAULT_R = np.array(
     ]
 )
 DEFAULT_GAMMA = 0.9
+#: Steps per episode before truncation; registered as the env's ``max_episode_steps``.
+DEFAULT_HORIZON = 100
 
 
 def validate_mdp(P: Any, R: Any, gamma: float) -> tuple[np.ndarray, np.ndarray]:
@@ -179,7 +182,8 @@ class TabularMDP(CoreEnv):
 
     ## Episode end
     The MDP is continuing (discounted by γ, never terminates); an episode is truncated after
-    `horizon` steps. Agents should bootstrap through the truncation.
+    `horizon` steps (by the `TimeLimit` of `gym.make`, registered with `max_episode_steps=100`, unless
+    `horizon` is given). Agents should bootstrap through the truncation.
     After the episode has terminated or been truncated, `step()` raises a RuntimeError until `reset()`.
 
     ## Arguments
@@ -220,7 +224,7 @@ class TabularMDP(CoreEnv):
         P: Any = DEFAULT_P,
         R: Any = DEFAULT_R,
         gamma: float = DEFAULT_GAMMA,
-        horizon: int = 100,
+        horizon: int = DEFAULT_HORIZON,
         initial_state_distribution: Any = None,
         render_mode: str | None = None,
         device: str | torch.device = "cpu",
@@ -233,9 +237,10 @@ class TabularMDP(CoreEnv):
 class TabularMDPVectorEnv(CoreVectorEnv):
     """``num_envs`` episodes of :class:`TabularMDP` on one device; see :class:`CoreVectorEnv`.
 
-    Takes the arguments of :class:`TabularMDP`, ``as_tensors`` and ``device`` (by default CUDA when
+    Takes the arguments of :class:`TabularMDP`, ``as_tensors``, ``device`` (by default CUDA when
     present for tensors, the CPU for NumPy in and out: see
-    :func:`~rlhf_envs.envs.batched.default_vector_device`).
+    :func:`~rlhf_envs.envs.batched.default_vector_device`), ``autoreset_mode`` (NEXT_STEP by default)
+    and ``max_episode_steps`` (what ``gym.make_vec`` passes: the horizon unless ``horizon`` is given).
 
     >>> import gymnasium as gym
     >>> import numpy as np
@@ -257,15 +262,18 @@ class TabularMDPVectorEnv(CoreVectorEnv):
         P: Any = DEFAULT_P,
         R: Any = DEFAULT_R,
         gamma: float = DEFAULT_GAMMA,
-        horizon: int = 100,
+        horizon: int | None = None,
         initial_state_distribution: Any = None,
         render_mode: str | None = None,
         device: str | torch.device | None = None,
         as_tensors: bool = False,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        max_episode_steps: int | None = None,
     ) -> None:
+        horizon = vector_horizon(horizon, max_episode_steps, DEFAULT_HORIZON)
         device = default_vector_device(device, as_tensors)
         core = TabularCore(P, R, gamma, horizon, _initial_or_default(initial_state_distribution, P), device)
-        super().__init__(core, num_envs, as_tensors=as_tensors, render_mode=render_mode)
+        super().__init__(core, num_envs, as_tensors, render_mode, autoreset_mode)
         self.P, self.R = core.P, core.R
 
 

@@ -107,10 +107,11 @@ class VectorLearnedReward(VectorWrapper):
     Validation is :func:`validate_reward`, the single env's; its finiteness check reads one value back from
     the device per step.
 
-    Autoreset: with ``SAME_STEP`` (our batched envs) an episode that ends is scored on its real last
-    observation, ``info["final_obs"]``, not on the next episode's start; with ``NEXT_STEP``
-    (gymnasium's default) the reset step after an episode ends is no transition and scores 0, as
-    the env's own reward does.
+    Autoreset, in the env's mode: with ``SAME_STEP`` an episode that ends is scored on its real last
+    observation, ``info["final_obs"]``, not on the next episode's start; with ``NEXT_STEP`` (gymnasium's
+    default and our batched envs') the reset step after an episode ends is no transition and scores 0,
+    as the env's own reward does; with ``DISABLED`` every step is a transition, and
+    ``reset(options={"reset_mask": mask})`` starts new episodes in the masked rows (in any mode).
 
     Args:
         env: the vector environment whose reward is replaced.
@@ -134,9 +135,11 @@ class VectorLearnedReward(VectorWrapper):
     def reset(
         self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Any, dict[str, Any]]:
+        reset_mask = None if options is None else options.get("reset_mask")  # gymnasium's envs pop it
         obs, info = self.env.reset(seed=seed, options=options)
+        # Rows reset here start afresh; with a reset_mask the others keep a pending NEXT_STEP reset.
+        self._ended = None if reset_mask is None or self._ended is None else self._ended & ~reset_mask
         self._obs = obs
-        self._ended = None
         return obs, info
 
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
@@ -162,7 +165,10 @@ class VectorLearnedReward(VectorWrapper):
         if self._next_step_autoreset:
             self._ended = terminated | truncated
         self._obs = next_obs
-        info["true_reward"] = true_reward
+        every_row = (
+            torch.ones_like(terminated) if isinstance(terminated, torch.Tensor) else np.ones_like(terminated)
+        )
+        info |= {"true_reward": true_reward, "_true_reward": every_row}
         return next_obs, reward, terminated, truncated, info
 
 
