@@ -11,6 +11,7 @@ import torch
 from agents import PPO
 from agents.vector import same_device
 from rlhf_envs import VectorLearnedReward
+from rlhf_envs.envs.batched import ActionCheck
 from rlhf_envs.envs.car import CarDrivingVectorEnv
 from rlhf_envs.envs.tabular import TabularMDPVectorEnv
 
@@ -106,3 +107,31 @@ def test_tabular_core_keeps_no_float64_tensor_on_a_gpu(fake_cuda):
     ):
         tensors = [value for value in vars(env.core).values() if isinstance(value, torch.Tensor)]
         assert tensors and all(tensor.dtype != torch.float64 for tensor in tensors)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["next_step", "same_step", "disabled"])
+@pytest.mark.parametrize("vector_env", VECTOR_ENVS)
+def test_on_a_gpu_a_tensor_core_step_syncs_only_where_documented(vector_env, mode, monkeypatch):
+    """``torch.cuda.set_sync_debug_mode("error")`` around tensor-core steps; the one documented sync, the
+    action check's verdict, is allowed."""
+    allowed = ActionCheck.verdict
+
+    def documented_sync(self, outside, actions):
+        torch.cuda.set_sync_debug_mode(0)
+        try:
+            return allowed(self, outside, actions)
+        finally:
+            torch.cuda.set_sync_debug_mode("error")
+
+    monkeypatch.setattr(ActionCheck, "verdict", documented_sync)
+    env = vector_env(64, device="cuda", as_tensors=True, horizon=3, autoreset_mode=mode)
+    env.reset(seed=0)
+    actions = torch.ones(64, dtype=torch.long, device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(4):  # crosses the horizon: episodes end and restart
+            env.step(actions)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)

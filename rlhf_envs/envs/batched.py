@@ -161,9 +161,14 @@ class ActionCheck:
             real = torch.as_tensor(real, device=self.device)
             tensor = real.to(self._low.dtype)  # a finite float64 beyond float32's range becomes inf
             outside = ~torch.isfinite(real) | (tensor < self._low) | (tensor > self._high)
-        if bool(outside.any()):
-            raise ValueError(f"action {actions!r} is outside the action space {space} (or not finite)")
+        self.verdict(outside, actions)
         return tensor
+
+    def verdict(self, outside: torch.Tensor, actions: Any) -> None:
+        """Raise the ``ValueError`` when any action is ``outside`` the space: on a GPU, reading this
+        flag is the one host sync a tensor face's step makes."""
+        if bool(outside.any()):
+            raise ValueError(f"action {actions!r} is outside the action space {self.space} (or not finite)")
 
 
 def truncates_itself(env: gym.Env) -> bool:
