@@ -19,7 +19,7 @@ import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv, VectorWrapper
 
 from rlhf_envs.device import resolve_device
-from rlhf_envs.envs.batched import CoreEnv, CoreVectorEnv
+from rlhf_envs.envs.batched import CoreEnv, CoreVectorEnv, truncates_itself
 
 
 @runtime_checkable
@@ -107,6 +107,15 @@ def _has_user_wrappers(env: gym.Env) -> bool:
     return False
 
 
+def _episodes_last_the_horizon(env: gym.Env) -> bool:
+    """Whether a made env of one of our cores ends its episodes at its horizon, as a vector face of the
+    core does: by itself or by a ``TimeLimit`` at the horizon, with no shorter ``max_episode_steps``."""
+    horizon, limit = env.unwrapped.horizon, env.spec.max_episode_steps
+    if truncates_itself(env.unwrapped):
+        return limit is None or limit >= horizon
+    return limit == horizon
+
+
 def make_tensor_vector_env(env: Any, num_envs: int, device: torch.device) -> VectorEnv:
     """A ``SAME_STEP`` vector env on ``device`` with tensor in- and outputs.
 
@@ -146,7 +155,7 @@ def make_tensor_vector_env(env: Any, num_envs: int, device: torch.device) -> Vec
         # such as a learned reward; a wrapped env is stepped as it is.
         if _has_user_wrappers(env) or env.spec is None:
             env_fns = [lambda: env]
-        elif isinstance(env.unwrapped, CoreEnv):
+        elif isinstance(env.unwrapped, CoreEnv) and _episodes_last_the_horizon(env):
             return env.unwrapped.to_vector(num_envs, device=device, autoreset_mode=same_step)
         else:
             env_fns = [lambda: gym.make(env.spec)] * num_envs

@@ -21,7 +21,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import rlhf_envs
 from agents import DQN, PPO, QLearning
-from rlhf_envs.envs.batched import truncates_itself
+from rlhf_envs.envs.batched import CoreVectorEnv, truncates_itself
 from rlhf_envs.envs.car import EGO_POSITION, CarDrivingConfig, CarDrivingVectorEnv
 from rlhf_envs.envs.half_cheetah import HalfCheetah
 from rlhf_envs.envs.tabular import TabularMDP, TabularMDPVectorEnv
@@ -346,3 +346,17 @@ def test_agents_learn_the_same_from_every_autoreset_mode(agent_class, make_env, 
     ]
     for reference, other in zip(*(parameters(agent) for agent in trained), strict=True):
         torch.testing.assert_close(other, reference, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("make_kwargs", "length"), [({}, 50), ({"max_episode_steps": 5}, 5), ({"horizon": 4}, 4)]
+)
+def test_agents_keep_the_episode_length_gym_make_gave(make_kwargs, length):
+    """An agent given a made env steps episodes of the length that env has: on the batched core when that is
+    its horizon, else as the env is (a shorter ``max_episode_steps`` is not dropped)."""
+    agent = PPO(gym.make(CAR, **make_kwargs), device="cpu", num_envs=2, n_steps=8, batch_size=16)
+    env = agent.env
+    assert isinstance(env.unwrapped, CoreVectorEnv) == (length != 5)  # the core unless the limit is shorter
+    env.reset(seed=0)
+    truncations = [bool(env.step(torch.zeros(2, dtype=torch.long))[3].any()) for _ in range(length)]
+    assert truncations == [False] * (length - 1) + [True]  # decelerating: no drive ends otherwise

@@ -247,6 +247,11 @@ class CoreEnv(gym.Env):
         """The discount the MDP defines (the tabular MDP's γ), or None when it defines none."""
         return self.core.gamma
 
+    @property
+    def horizon(self) -> int:
+        """N, the steps after which an episode is truncated (and a vector face of this env's core too)."""
+        return self.core.horizon
+
     def to_vector(
         self,
         num_envs: int | None = None,
