@@ -7,7 +7,7 @@ import torch
 from tiny_lm import tiny_lm, tiny_reward_model, tiny_tokenizer
 
 from rlhf_envs.envs.token import TokenEnv
-from rlhf_envs.lm.reward_model import HFRewardModel, resolve_reward_model
+from rlhf_envs.lm.reward_model import HFRewardModel, encode_texts, resolve_reward_model
 
 PROMPTS = ["the cat sat", "love", "a good day makes", "in the beginning", "the dog"]
 COMPLETIONS = [" on the mat", " and joy", " a happy heart", " was the word and the word was good", ""]
@@ -39,6 +39,18 @@ def test_batched_scores_equal_one_text_at_a_time(classifier, tokenizer):
     torch.testing.assert_close(
         scores, one_by_one(classifier, tokenizer, PROMPTS, COMPLETIONS), atol=1e-5, rtol=0
     )
+
+
+def test_texts_end_with_eos_as_trl_trains_them_when_the_pad_token_is_another(tokenizer):
+    """TRL's RewardTrainer appends EOS to every text, so a TRL reward model reads its score there; with
+    pad == EOS (GPT-2's convention) an appended EOS would be taken for padding, so none is added."""
+    encoded = encode_texts(tokenizer, PROMPTS[:2], COMPLETIONS[:2], 64, torch.device("cpu"))
+    assert (encoded["input_ids"] == tokenizer.eos_token_id).sum() == (encoded["attention_mask"] == 0).sum()
+    own_pad = tiny_tokenizer()
+    own_pad.add_special_tokens({"pad_token": "<pad>"})
+    encoded = encode_texts(own_pad, PROMPTS[:2], COMPLETIONS[:2], 64, torch.device("cpu"))
+    last = encoded["attention_mask"].sum(1) - 1  # right-padded: each text's last real token
+    assert encoded["input_ids"][torch.arange(2), last].tolist() == [own_pad.eos_token_id] * 2
 
 
 def test_loads_by_path_including_float16_weights(classifier, tokenizer, tmp_path):

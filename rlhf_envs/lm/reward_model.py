@@ -50,12 +50,17 @@ def encode_texts(
 ) -> BatchEncoding:
     """Tokenize ``prompt + completion`` for a sequence-classification model, right-padded.
 
-    Texts longer than ``max_length`` tokens lose their beginning: the completion, which the
-    score is about, is kept.
+    As TRL's ``RewardTrainer`` does, each text ends with the EOS token, where the score is read,
+    when the tokenizer pads with another token; a tokenizer that pads with EOS (GPT-2's way) would
+    take an EOS for padding, so there the score is read at the text's last token as before.
+    Texts longer than ``max_length`` tokens lose their beginning: the completion, which the score
+    is about, is kept.
     """
     if len(prompts) != len(completions):
         raise ValueError(f"got {len(prompts)} prompts but {len(completions)} completions")
-    texts = [prompt + completion for prompt, completion in zip(prompts, completions, strict=True)]
+    own_pad = tokenizer.eos_token is not None and tokenizer.pad_token_id != tokenizer.eos_token_id
+    end = tokenizer.eos_token if own_pad else ""
+    texts = [prompt + completion + end for prompt, completion in zip(prompts, completions, strict=True)]
     # TRL's reward models read the whole text, right-padded; the cut removes the text's start.
     with tokenizer_sides(tokenizer, padding="right", truncation="left"):
         encoded = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
