@@ -222,7 +222,9 @@ def test_token_env_step_that_fails_in_the_reward_model_leaves_no_trace(lm, token
 
 def test_token_vector_env_step_that_fails_in_the_reward_model_leaves_no_trace(lm, tokenizer):
     def make(reward_model):
-        env = vector_env(lm, tokenizer, reward_model=reward_model, max_new_tokens=2)
+        env = vector_env(
+            lm, tokenizer, reward_model=reward_model, max_new_tokens=2, autoreset_mode="next_step"
+        )
         env.reset(seed=0)
         return env
 
@@ -235,8 +237,8 @@ def test_token_vector_env_step_that_fails_in_the_reward_model_leaves_no_trace(lm
     np.testing.assert_array_equal(got[0]["input_ids"], expected[0]["input_ids"])
     for got_part, expected_part in zip(got[1:4], expected[1:4], strict=True):
         np.testing.assert_array_equal(got_part, expected_part)
-    np.testing.assert_array_equal(got[4]["final_info"]["response_length"], [2, 2])
-    np.testing.assert_array_equal(got[4]["final_info"]["score"], expected[4]["final_info"]["score"])
+    np.testing.assert_array_equal(got[4]["response_length"], [2, 2])
+    np.testing.assert_array_equal(got[4]["score"], expected[4]["score"])
 
 
 # -- item 8: errors that say what is wrong ---------------------------------------------------------

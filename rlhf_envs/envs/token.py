@@ -482,7 +482,9 @@ class TokenCore(BatchedCore):
             column = state.generated.clamp(max=self.max_new_tokens - 1)[:, None]
             state.ref_logprobs = state.ref_logprobs.scatter(1, column, ref_logprob[:, None])
             episode_logprobs = state.ref_logprobs
-            reward, info["ref_logprob"] = self.kl_coef * ref_logprob, ref_logprob
+            info["ref_logprob"] = ref_logprob
+            if self.kl_coef:
+                reward = self.kl_coef * ref_logprob
         state.response_length, state.response_tokens = response_length, response_tokens
         state.generated = state.generated + 1
         state.input_ids, state.attention_mask = input_ids, attention_mask
@@ -510,7 +512,8 @@ class TokenCore(BatchedCore):
         truncated = (state.generated >= self.max_new_tokens) & ~terminated
         if not counted.all():
             kept = torch.as_tensor(counted, device=self.device)
-            terminated, truncated, reward = terminated & kept, truncated & kept, reward * kept
+            terminated, truncated = terminated & kept, truncated & kept
+            reward = reward.masked_fill(~kept, 0.0)
         info |= {
             "truncated": truncated,
             "host_action": action_host,
@@ -685,9 +688,12 @@ class TokenVectorEnv(_TokenFace, VectorEnv):
     >>> obs, info = envs.reset(seed=0)
     >>> obs["input_ids"].shape == (4, envs.config.max_prompt_tokens + 8)
     True
+    >>> _ = envs.action_space.seed(0)
     >>> for _ in range(8):
     ...     obs, rewards, terminated, truncated, info = envs.step(envs.action_space.sample())
-    >>> bool(info["_final_obs"].all())  # every episode ended by its 8th token and restarted
+    >>> bool((terminated | truncated).all())  # every episode ended by its 8th token
+    True
+    >>> bool(info["_final_obs"].all())  # and restarted in the same step
     True
 
     ## Version History
