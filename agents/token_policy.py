@@ -314,13 +314,13 @@ class TokenActorCritic(nn.Module):
         """
         followed = self._env is not None and obs is self._env.observation
         fresh_columns = self._env.prompt_width if followed else None  # a new episode's window: its prompt
-        if followed and self._env.restarted_rows is None:  # the env was reset
+        restarted = self._env.restarted_rows if followed else None
+        if followed and (restarted is None or len(restarted) == len(obs)):  # every episode is new
             return self._prefill(obs, fresh_columns)
         if self._cache is None or self._last_obs is None or self._last_obs.shape != obs.shape:
             return self._prefill(obs)
         if followed:
-            rows = self._env.restarted_rows
-            rows = torch.as_tensor(rows, device=obs.device) if len(rows) else None
+            rows = torch.as_tensor(restarted, device=obs.device) if len(restarted) else None
         else:  # any other observation: compare it with the window the cache holds (a host sync)
             expected = torch.cat([self._last_obs[:, 1:], self._last_action[:, None]], dim=1)
             rows = (obs != expected).any(-1).nonzero()[:, 0]

@@ -58,7 +58,7 @@ def test_token_q_learning_runs_on_cuda(tokenizer, fake_cuda):
 
 def test_sampling_adds_no_host_sync_to_a_step(tokenizer, fake_cuda):
     """A decoding step of the policy makes no host sync: it reads which episodes restarted from the env's
-    host flags, and hands transformers a prepared mask. A step after restarts uploads their rows (and
+    host flags, and hands transformers a prepared mask. A step after restarts may upload their rows (and
     prefills them, where transformers checks the prompts' padding, as the env's prefill does)."""
     agent = TokenPPO(token_env(tokenizer, stop_at_eos=False), device="auto", **SMALL_PPO)
     obs, _ = agent.env.reset(seed=0)
@@ -67,8 +67,8 @@ def test_sampling_adds_no_host_sync_to_a_step(tokenizer, fake_cuda):
         action, _, _ = agent.policy.act(obs)
         syncs = fake_cuda.syncs[before:]
         own = [sync for sync in syncs if " at token_policy.py:" in sync]
-        if step in (0, 4, 8):  # the first prefill, then restarts
-            assert step == 0 or (len(own) == 1 and "host-to-device" in own[0]), own
+        if step in (0, 4, 8):  # the first prefill, then restarts: at most the restarted rows' upload
+            assert len(own) <= 1 and all("host-to-device" in sync for sync in own), own
         else:
             assert syncs == [], syncs
         obs, *_ = agent.env.step(action)
