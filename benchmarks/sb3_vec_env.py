@@ -45,6 +45,17 @@ def make_ppo(env: VecEnv, args: argparse.Namespace) -> PPO:
     )
 
 
+def env_steps_per_second(env: VecEnv, seconds: float) -> float:
+    """Steps per second (summed over envs) of ``env`` alone, under random actions: no policy, no update."""
+    actions = np.random.default_rng(0).integers(env.action_space.n, size=(16, env.num_envs))
+    env.reset()
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        env.step(actions[calls % len(actions)])
+        calls += 1
+    return calls * env.num_envs / (time.perf_counter() - start)
+
+
 def drive(model: PPO, episodes: int) -> dict[str, float]:
     """Arrival and collision rates and mean return of the deterministic policy over seeded drives."""
     env = gym.make(ENV_ID, device="cpu")
@@ -83,6 +94,11 @@ def main() -> None:
             ENV_ID, n_envs=args.num_envs, seed=args.seed, env_kwargs={"device": "cpu"}
         ),
     }
+    # Where PPO's time goes: the envs alone, measured before training (alternating, as below).
+    env_speed = dict.fromkeys(sides, 0.0)
+    for _ in range(2):
+        for name, env in sides.items():
+            env_speed[name] += env_steps_per_second(env, seconds=1.0) / 2
     models = {name: make_ppo(env, args) for name, env in sides.items()}
     seconds = dict.fromkeys(sides, 0.0)
     chunk = args.timesteps // args.chunks
@@ -101,6 +117,7 @@ def main() -> None:
             "timesteps": steps,
             "seconds": round(seconds[name], 2),
             "steps_per_second": round(steps / seconds[name], 1),
+            "env_alone_steps_per_second": round(env_speed[name], 1),
             "last_100_training_episodes_mean_return": round(float(np.mean(returns)), 2),
             "evaluation": drive(model, args.episodes),
         }
@@ -110,7 +127,10 @@ def main() -> None:
         )
     ratio = figures["SB3VecEnv"]["steps_per_second"] / figures["make_vec_env"]["steps_per_second"]
     figures["ratio_steps_per_second"] = round(ratio, 2)
+    env_ratio = env_speed["SB3VecEnv"] / env_speed["make_vec_env"]
+    figures["ratio_env_alone_steps_per_second"] = round(env_ratio, 2)
     print(f"ratio SB3VecEnv / make_vec_env: {ratio:.2f}x PPO steps/s at {args.num_envs} envs (goal >= 5x)")
+    print(f"  the envs alone (random actions, no policy): {env_ratio:.1f}x")
 
     model = make_ppo(VecMonitor(SB3VecEnv(ENV_ID, num_envs=args.num_envs, device="cpu")), args)
     start = time.perf_counter()

@@ -47,8 +47,8 @@ class SB3VecEnv(VecEnv):
         env: an env id (``"rlhf_envs/CarDriving-v0"``), or one of our batched-core envs (a single or
             vector face, wrapped or not); it is left as it is and a new vector face is made from it.
         num_envs: episodes stepped together (default: the vector env's own count, else 1).
-        device: where the core steps (default: the CPU, since SB3 takes numpy every step; a GPU pays
-            off for thousands of episodes).
+        device: where the core steps. The CPU by default: SB3 takes numpy every step, so a core on a
+            GPU would copy each step's outputs to the host.
         **env_kwargs: the env's arguments, when ``env`` is an id.
     """
 
