@@ -9,17 +9,16 @@ way a crafted pickle runs code — is refused with a ``ValueError`` before it is
 from __future__ import annotations
 
 import os
-import pickle
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 from agents.kl_control import KLStats
 from agents.schedules import LinearSchedule
+from rlhf_envs.checkpoints import load_weights_only, save_atomic
+
+__all__ = ["SAFE_GLOBALS", "load_checkpoint", "save_atomic"]
 
 
 def _numpy_globals() -> list[Any]:
@@ -54,45 +53,7 @@ SAFE_GLOBALS: list[Any] = [
 ]
 
 
-def save_atomic(state: dict[str, Any], path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file in the same folder, fsync it, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_atomic`; a ``ValueError`` names a file that is not one,
     or that would run code or build objects other than :data:`SAFE_GLOBALS` when unpickled."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
-        reason = _first_reason(str(error))
-        raise ValueError(
-            f"refusing to load {path}: not a checkpoint of ours, or it holds objects that could run code "
-            f"({reason})"
-        ) from error
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} is not a checkpoint of ours: it holds a {type(state).__name__}, not a dict")
-    return state
-
-
-def _first_reason(message: str) -> str:
-    """What torch's weights-only error says was refused (its message opens with general advice)."""
-    _, found, rest = message.partition("WeightsUnpickler error:")
-    reason = rest.strip() if found else message.strip()
-    return reason.splitlines()[0].split(". ")[0] if reason else "unreadable"
+    return load_weights_only(path, SAFE_GLOBALS)

@@ -181,3 +181,13 @@ def test_demo_refuses_labels_sampled_from_another_model(tmp_path, capsys):
     assert code not in (0, None) and "Traceback" not in err
     assert "model" in err.splitlines()[-1] and str(tmp_path / "b") in err.splitlines()[-1]
     assert len(TextPreferenceStore(out / "preferences.jsonl")) == len(labels)  # nothing added
+
+
+def test_pretraining_resume_refuses_a_poisoned_checkpoint(tmp_path):
+    from rlhf_envs.lm.pretrain import CHECKPOINT_FILE, PretrainConfig, load_checkpoint
+
+    config = PretrainConfig(out=tmp_path / "model", checkpoint_dir=tmp_path / "checkpoint")
+    marker = tmp_path / "ran"
+    config.checkpoint_dir.mkdir()
+    torch.save({"config": CreatesFileWhenUnpickled(marker)}, config.checkpoint_dir / CHECKPOINT_FILE)
+    assert_refused_without_running_it(lambda: load_checkpoint(config), marker)

@@ -20,6 +20,7 @@ PACKAGES = ("rlhf_envs", "agents")
 ROOT_PACKAGE = ("rlhf_envs", 0)
 LAYERS: tuple[tuple[str, int], ...] = (
     ("rlhf_envs.device", 0),
+    ("rlhf_envs.checkpoints", 0),
     ("rlhf_envs.lm", 1),
     ("rlhf_envs.envs", 2),
     ("rlhf_envs.rewards", 3),

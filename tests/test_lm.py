@@ -221,7 +221,7 @@ def test_interrupted_and_resumed_pretraining_equals_a_straight_run(tmp_path, tin
     straight = pretrain(tiny_config(tmp_path / "straight", tiny_corpus))
 
     interrupted = tiny_config(tmp_path / "interrupted", tiny_corpus)
-    real_save, saved_steps = pretrain_module.save_checkpoint, []
+    real_save, saved_steps = pretrain_module.save_atomic, []
 
     def killed_after_third_checkpoint(state, path):
         real_save(state, path)
@@ -229,10 +229,10 @@ def test_interrupted_and_resumed_pretraining_equals_a_straight_run(tmp_path, tin
         if len(saved_steps) == 3:
             raise KeyboardInterrupt  # as if the process were killed right after writing it
 
-    monkeypatch.setattr(pretrain_module, "save_checkpoint", killed_after_third_checkpoint)
+    monkeypatch.setattr(pretrain_module, "save_atomic", killed_after_third_checkpoint)
     with pytest.raises(KeyboardInterrupt):
         pretrain(interrupted)
-    monkeypatch.setattr(pretrain_module, "save_checkpoint", real_save)
+    monkeypatch.setattr(pretrain_module, "save_atomic", real_save)
     assert saved_steps == [1, 2, 3] and not interrupted.out.exists()
     resumed = pretrain(interrupted, resume=True)
 

@@ -24,9 +24,7 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +41,7 @@ from transformers import (
     get_cosine_schedule_with_warmup,
 )
 
+from rlhf_envs.checkpoints import load_weights_only, save_atomic
 from rlhf_envs.device import resolve_device
 from rlhf_envs.lm.assets import DEFAULT_PROMPTS_FILE, EMBEDDED_LM_DIR
 from rlhf_envs.lm.corpus import load_brown, load_kjv, make_prompts, read_text_file, split_documents
@@ -189,28 +188,12 @@ def perplexity(model: GPT2LMHeadModel, stream: torch.Tensor, context_length: int
     return math.exp(total_nll / total_tokens)
 
 
-def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename: a kill mid-write
-    leaves the previous checkpoint intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def load_checkpoint(config: PretrainConfig) -> dict[str, Any]:
     """The checkpoint in ``config.checkpoint_dir``, refused if it was written under other settings."""
     path = config.checkpoint_dir / CHECKPOINT_FILE
     if not path.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint at {path}")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = load_weights_only(path)
     saved, current = checkpoint["config"], config.weight_defining()
     differing = sorted(key for key in saved.keys() | current.keys() if saved.get(key) != current.get(key))
     if differing:
@@ -302,7 +285,7 @@ def pretrain(config: PretrainConfig, resume: bool = False) -> dict:
             "seconds": earlier_seconds + time.perf_counter() - started,
             "loss": last_loss,
         }
-        save_checkpoint(state, config.checkpoint_dir / CHECKPOINT_FILE)
+        save_atomic(state, config.checkpoint_dir / CHECKPOINT_FILE)
 
     model.train()
     progress = tqdm(range(first_step, config.steps), desc="pretrain", unit="step", disable=None)
