@@ -522,7 +522,7 @@ def test_metadata_declares_render_fps_and_the_autoreset_mode(lm, tokenizer):
         assert isinstance(env.render(), str)
     vector = TokenVectorEnv(2, **options(lm, tokenizer), autoreset_mode="disabled")
     assert vector.metadata["autoreset_mode"] == AutoresetMode.DISABLED and "render_fps" in vector.metadata
-    assert TokenVectorEnv.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP  # the class keeps its default
+    assert TokenVectorEnv.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP  # Gymnasium's default
     with pytest.raises(ValueError, match="autoreset_mode"):
         TokenVectorEnv(2, **options(lm, tokenizer), autoreset_mode="sometimes")
 

@@ -649,7 +649,8 @@ class TokenVectorEnv(_TokenFace, VectorEnv):
     its action and downloads one stack of numbers, building its observation on the host.
 
     ## Autoreset
-    ``autoreset_mode`` (declared in ``metadata["autoreset_mode"]``) follows Gymnasium's contract:
+    ``autoreset_mode`` (declared in ``metadata["autoreset_mode"]``; ``NEXT_STEP`` by default, as in
+    Gymnasium) follows Gymnasium's contract:
 
     * ``SAME_STEP``: an episode that ends restarts in the same step; the step returns the new
       episode's first observation, ``info["final_obs"]`` the ended one's last (Gymnasium's object
@@ -677,7 +678,8 @@ class TokenVectorEnv(_TokenFace, VectorEnv):
         num_envs: B, the number of episodes.
         config: a :class:`TokenEnvConfig`; ``None`` takes the defaults.
         as_tensors: torch tensors on the device in and out instead of numpy arrays.
-        autoreset_mode: a ``gymnasium.vector.AutoresetMode`` or its name (``"next_step"``...).
+        autoreset_mode: a ``gymnasium.vector.AutoresetMode`` or its name (``"next_step"``, the
+            default, ``"same_step"``, ``"disabled"``).
         **fields: any field of :class:`TokenEnvConfig` (``model=``, ``max_new_tokens=``...),
             replacing the one in ``config``.
 
@@ -693,15 +695,16 @@ class TokenVectorEnv(_TokenFace, VectorEnv):
     ...     obs, rewards, terminated, truncated, info = envs.step(envs.action_space.sample())
     >>> bool((terminated | truncated).all())  # every episode ended by its 8th token
     True
-    >>> bool(info["_final_obs"].all())  # and restarted in the same step
-    True
+    >>> obs, rewards, terminated, truncated, info = envs.step(envs.action_space.sample())
+    >>> rewards.tolist(), bool(info["_prompt"].all())  # next-step autoreset: new episodes, reward 0
+    ([0.0, 0.0, 0.0, 0.0], True)
 
     ## Version History
     * v0: initial version.
     """
 
     metadata: dict[str, Any] = {
-        "autoreset_mode": AutoresetMode.SAME_STEP,
+        "autoreset_mode": AutoresetMode.NEXT_STEP,
         "render_modes": [],
         "render_fps": 10,
     }
@@ -711,7 +714,7 @@ class TokenVectorEnv(_TokenFace, VectorEnv):
         num_envs: int = 1,
         config: TokenEnvConfig | None = None,
         as_tensors: bool = False,
-        autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         **fields: Any,
     ) -> None:
         num_envs = positive_int("num_envs", num_envs)
