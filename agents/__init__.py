@@ -7,7 +7,7 @@ from agents.ppo import PPO, PPOConfig
 from agents.q_learning import QLearning, QLearningConfig
 from agents.schedules import LinearSchedule
 from agents.token_policy import TokenActorCritic
-from agents.token_ppo import TokenPPO
+from agents.token_ppo import TokenPPO, TokenPPOConfig
 from agents.token_q_learning import TokenQConfig, TokenQLearning
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "QLearningConfig",
     "TokenActorCritic",
     "TokenPPO",
+    "TokenPPOConfig",
     "TokenQConfig",
     "TokenQLearning",
     "plot_learning_curve",
