@@ -83,7 +83,7 @@ class SB3VecEnv(VecEnv):
         observations, info = self.vector_env.reset(seed=self._seeds[0], options=self._options[0] or None)
         self._reset_seeds()
         self._reset_options()
-        self.reset_infos = self._info_rows(info, np.zeros(self.num_envs, dtype=bool))
+        self.reset_infos = self._info_rows(info)
         return observations.cpu().numpy()
 
     def step_async(self, actions: np.ndarray) -> None:
@@ -96,7 +96,7 @@ class SB3VecEnv(VecEnv):
         self._actions = None
         terminated, truncated = terminated.cpu().numpy(), truncated.cpu().numpy()
         dones = terminated | truncated
-        infos = self._info_rows(info, dones)
+        infos = self._info_rows(info)
         if dones.any():
             final_obs = info["final_obs"].cpu().numpy()
             for index in np.flatnonzero(dones):
@@ -104,30 +104,32 @@ class SB3VecEnv(VecEnv):
                 infos[index]["TimeLimit.truncated"] = bool(truncated[index])
         return observations.cpu().numpy(), rewards.cpu().numpy().astype(np.float32, copy=False), dones, infos
 
-    def _info_rows(self, info: dict[str, Any], dones: np.ndarray) -> list[dict[str, Any]]:
+    def _info_rows(self, info: dict[str, Any]) -> list[dict[str, Any]]:
         """One info dict per episode, as a single env gives it: the step's own keys, an ended
-        episode's from ``final_info`` where the vector env put them there."""
-        columns = {
-            name: value.tolist()
-            for name, value in info.items()
-            if not name.startswith("_") and name not in _FINAL_KEYS and isinstance(value, torch.Tensor)
-        }
-        if columns:
-            rows = [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
-        else:
-            rows = [{} for _ in range(self.num_envs)]
-        for name in columns:  # a key masked out for some episodes (gymnasium's "_key") is not theirs
-            mask = info.get(f"_{name}")
-            if mask is not None and not bool(mask.all()):
-                for index in np.flatnonzero(~mask.cpu().numpy()):
-                    del rows[index][name]
-        final_info = info.get("final_info")
-        if final_info is not None and dones.any():
-            final = {
-                name: value.cpu().numpy() for name, value in final_info.items() if not name.startswith("_")
-            }
-            for index in np.flatnonzero(dones):
-                rows[index].update({name: value[index].item() for name, value in final.items()})
+        episode's from ``final_info`` where the vector env put them there.
+
+        Each key is merged over the batch in one tensor op and read to the host once; only the
+        dicts themselves are built per episode (SB3 takes a list of them)."""
+        final_info = info.get("final_info", {})
+        names = [name for name, value in info.items() if _is_key(name, value) and name not in _FINAL_KEYS]
+        names += [name for name, value in final_info.items() if _is_key(name, value) and name not in info]
+        if not names:
+            return [{} for _ in range(self.num_envs)]
+        columns, held = [], []
+        for name in names:
+            value, mask = _column(info if name in info else final_info, name, self.num_envs)
+            if name in info and name in final_info:  # an ended episode's keys are its last step's
+                final_value, final_mask = _column(final_info, name, self.num_envs)
+                value = torch.where(final_mask.view(-1, *([1] * (value.dim() - 1))), final_value, value)
+                mask = mask | final_mask
+            columns.append(value.tolist())
+            held.append(mask)
+        # Equal lengths by construction; zip's strict check would triple the cost of this line.
+        rows = [dict(zip(names, values, strict=False)) for values in zip(*columns, strict=False)]
+        held = torch.stack(held, dim=1).cpu().numpy()
+        if not held.all():  # a key masked out for an episode (gymnasium's "_key") is not its
+            for index, name in zip(*np.nonzero(~held), strict=True):
+                del rows[index][names[name]]
         return rows
 
     def close(self) -> None:
@@ -168,3 +170,14 @@ class SB3VecEnv(VecEnv):
         if any(not 0 <= int(index) < self.num_envs for index in indices):
             raise IndexError(f"indices {indices} outside 0..{self.num_envs - 1}")
         return indices
+
+
+def _is_key(name: str, value: Any) -> bool:
+    """Whether ``name`` is one of a vector info's own keys (not a ``_key`` mask)."""
+    return not name.startswith("_") and isinstance(value, torch.Tensor)
+
+
+def _column(info: dict[str, Any], name: str, num_envs: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A vector info's key over the batch and where it holds (its ``_key`` mask; all rows without one)."""
+    value, mask = info[name], info.get(f"_{name}")
+    return value, torch.ones(num_envs, dtype=torch.bool, device=value.device) if mask is None else mask
