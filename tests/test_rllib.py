@@ -1,7 +1,8 @@
 """Ray RLlib's PPO on our registered envs with 2 local env runners (examples/rllib_scale_out.py).
 
-Ray is in the ``rllib`` extra and not in the test extra: ``ray[rllib]`` pins its own Gymnasium
-(2.60 pins gymnasium 1.2.2), so it lives in an environment of its own; there this test runs.
+Ray is in the ``rllib`` extra (Ray's core and RLlib's imports, not ``ray[rllib]``, which pins
+gymnasium 1.2.2), not in the test extra: these tests skip without it, and ``.ci/run`` runs them in a
+second venv over the test venv with the ``rllib`` extra added.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import pytest
 
 pytest.importorskip(
     "ray.rllib",
-    reason="Ray RLlib is not installed: it pins its own gymnasium, so it is in the 'rllib' extra "
-    "(pip install 'rlhf-envs[rllib]' in an environment of its own), not in the test extra",
+    reason="Ray RLlib is not installed: pip install -e '.[rllib]' (not ray[rllib], which pins "
+    "gymnasium 1.2.2)",
 )
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "rllib_scale_out.py"
