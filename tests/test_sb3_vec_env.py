@@ -6,6 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from stable_baselines3 import PPO
+from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecNormalize
 
 import rlhf_envs  # noqa: F401  (registers the envs)
@@ -90,6 +91,34 @@ def test_termination_keeps_the_episode_keys_and_is_not_a_time_limit():
     assert set(infos[index]) >= {"arrived", "collided", "lecture_reward"}
     running = int(np.flatnonzero(~dones)[0])
     assert infos[running]["arrived"] is False and "terminal_observation" not in infos[running]
+
+
+@pytest.mark.parametrize("env_id", [CAR, TABULAR])
+def test_one_episode_steps_as_sb3s_dummy_vec_env_over_the_single_env(env_id):
+    """Under one seed and the same actions, SB3VecEnv with one env gives what SB3's make_vec_env
+    (DummyVecEnv over the gym.make'd env) gives: observations, float32 rewards, dones, and every info
+    key of every step, terminal_observation and TimeLimit.truncated included (Monitor's episode aside)."""
+    ours = SB3VecEnv(env_id, num_envs=1)
+    # make_vec_env asks for rgb_array renders by default; the tabular MDP renders text only.
+    anchor = make_vec_env(env_id, n_envs=1, env_kwargs={"device": "cpu", "render_mode": None})
+    ours.seed(7)
+    anchor.seed(7)
+    np.testing.assert_array_equal(ours.reset(), anchor.reset())
+    actions = np.random.default_rng(0).integers(3, size=(600, 1))
+    for action in actions:
+        (obs, reward, done, (info,)), (obs_a, reward_a, done_a, (info_a,)) = (
+            ours.step(action),
+            anchor.step(action),
+        )
+        np.testing.assert_array_equal(obs, obs_a)
+        assert reward.dtype == reward_a.dtype and (reward == reward_a).all() and (done == done_a).all()
+        info_a.pop("episode", None)
+        if not done_a[0]:  # DummyVecEnv writes False on every step; SB3 reads the flag where done only
+            assert info_a.pop("TimeLimit.truncated") is False
+        assert info.keys() == info_a.keys()
+        for key, value in info.items():
+            np.testing.assert_array_equal(value, info_a[key], err_msg=key)
+    assert ours.step(actions[0])  # SB3's vec envs reset themselves: stepping goes on
 
 
 def test_seed_get_attr_set_attr_and_env_method():
