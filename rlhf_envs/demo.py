@@ -12,6 +12,13 @@
    table of before/after samples for the same prompts, plots of reward and KL over training, and
    save the fine-tuned model (a Hugging Face folder) to ``--out``.
 
+``--task tldr --prompts FILE`` runs the lecture's summarization task instead: FILE holds Reddit
+TL;DR posts or comparisons of two summaries (OpenAI's ``summarize_from_feedback`` layout, or TRL's
+``prompt``/``chosen``/``rejected``; see :mod:`rlhf_envs.preferences.tldr`); r_φ is fitted to the file's
+comparisons (steps 1-2 are the file's labels) unless ``--reward-model`` gives one, and the policy writes
+48-token summaries. Prompts longer than the model's context leaves are cut on the left (the post's end
+and ``TL;DR:`` stay). There is no oracle for summaries: the report gives r_φ and KL.
+
 The stages are the functions of :mod:`rlhf_envs.pipeline`; this module runs them in order
 (:func:`run_demo`) and reports. The defaults fit in 10 minutes on a 2-core CPU; a GPU is used when present.
 """
@@ -33,6 +40,7 @@ from typing import Literal
 import numpy as np
 import torch
 import transformers
+from datasets import Dataset
 from rich.console import Console
 from rich.table import Table
 from tqdm.auto import tqdm
@@ -48,6 +56,7 @@ from rlhf_envs.pipeline import (
     DemoConfig,
     SampleReport,
     collect_labels,
+    cut_prompts,
     evaluate_samples,
     fit_reward_model,
     make_token_ppo,
@@ -58,8 +67,14 @@ from rlhf_envs.pipeline import (
 from rlhf_envs.preferences.store import Provenance, ProvenanceMismatch
 from rlhf_envs.preferences.text import TextPreferenceStore
 from rlhf_envs.preferences.text_labelers import SyntheticTextLabeler, TerminalTextLabeler, VaderSentiment
+from rlhf_envs.preferences.tldr import load_tldr
 
 __all__ = ["DemoConfig", "WebLabelling", "add_arguments", "run", "run_demo"]
+
+#: The demo's tasks: continuations scored for sentiment, or the lecture's TL;DR summaries.
+TASKS = ("sentiment", "tldr")
+#: Tokens of a TL;DR summary (Stiennon et al. 2020).
+TLDR_SUMMARY_TOKENS = 48
 
 WEB_INSTRUCTIONS = (
     "Which continuation is better? The demo scores its result with a sentiment oracle: "
@@ -89,9 +104,10 @@ class WebLabelling:
 
 
 class RecordingRewardModel:
-    """The reward model the env calls, also scoring each finished episode with the oracle (for the plots)."""
+    """The reward model the env calls, also scoring each finished episode with the oracle, when there
+    is one (for the plots)."""
 
-    def __init__(self, reward_model: TextRewardFn, oracle: Callable[[str, str], float]) -> None:
+    def __init__(self, reward_model: TextRewardFn, oracle: Callable[[str, str], float] | None) -> None:
         self.reward_model, self.oracle = reward_model, oracle
         #: The index of the rollout in progress (set to read the agent's count once there is an agent).
         self.rollout_index: Callable[[], int] = lambda: 0
@@ -100,7 +116,8 @@ class RecordingRewardModel:
     def __call__(self, prompts: list[str], completions: list[str]) -> torch.Tensor:
         scores = self.reward_model(prompts, completions)
         for prompt, completion, score in zip(prompts, completions, scores.tolist(), strict=True):
-            self.records.append((self.rollout_index(), score, self.oracle(prompt, completion)))
+            oracle = math.nan if self.oracle is None else self.oracle(prompt, completion)
+            self.records.append((self.rollout_index(), score, oracle))
         return scores
 
     def per_rollout(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -125,7 +142,8 @@ def _save_plots(out: Path, recorder: RecordingRewardModel, history: list, rollou
     steps = (rollouts + 1) * rollout_size
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(steps, rewards, label="reward model r_φ")
-    ax.plot(steps, oracles, label="oracle (VADER)")
+    if recorder.oracle is not None:
+        ax.plot(steps, oracles, label="oracle (VADER)")
     ax.set(xlabel="env steps (tokens)", ylabel="mean score of finished episodes", title="Reward over PPO")
     ax.legend()
     fig.tight_layout()
@@ -160,6 +178,7 @@ def run_demo(
     console: Console | None = None,
     web: WebLabelling | None = None,
     allow_provenance_mismatch: bool = False,
+    task: Literal["sentiment", "tldr"] = "sentiment",
 ) -> dict[str, object]:
     """Run the demo (see the module docstring); returns its figures, also saved to ``summary.json``
     (strict JSON: an undefined figure is ``null``).
@@ -168,6 +187,8 @@ def run_demo(
     labelling app, served as ``web`` says). The labels in ``out`` record the model that sampled
     their pairs; reusing them for another ``model`` needs ``allow_provenance_mismatch``. Arguments,
     output paths and the model's context are checked before any work.
+
+    ``task``: ``"sentiment"`` or ``"tldr"`` (``prompts`` is then a TL;DR file; see the module docstring).
     """
     config = config or DemoConfig()
     console = console or Console()
@@ -175,9 +196,14 @@ def run_demo(
     # Everything that can be refused is checked before any work: a late failure would lose it.
     check_output_folder(out)
     device = resolve_device(device)
-    all_prompts = load_prompts(DEFAULT_PROMPTS_FILE if prompts is None else prompts)
-    store = None
-    if reward_model is None:
+    store = comparisons = None
+    if task == "tldr":
+        all_prompts, comparisons = load_tldr_task(prompts, reward_model, human)
+    elif task == "sentiment":
+        all_prompts = load_prompts(DEFAULT_PROMPTS_FILE if prompts is None else prompts)
+    else:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if reward_model is None and comparisons is None:
         labeler = {None: f"synthetic:vader:beta={config.labeler_beta}"}.get(human, f"human:{human}")
         provenance = Provenance(
             model=str(model), prompts=str(prompts or "embedded"), labeler=labeler, seed=seed
@@ -185,6 +211,19 @@ def run_demo(
         store = open_label_store(out / "preferences.jsonl", provenance, allow_provenance_mismatch)
     laps = Laps()
     reference, tokenizer = load_causal_lm(model, device=device)
+    context = model_context(reference)
+    if task == "tldr" and context is not None:
+        budget = context - config.new_tokens
+        if budget < 1:
+            raise ValueError(
+                f"--new-tokens {config.new_tokens} leaves no room for a prompt in the model's context of "
+                f"{context} tokens"
+            )
+        all_prompts, cut = cut_prompts(tokenizer, all_prompts, budget)
+        console.print(
+            f"{cut} of {len(all_prompts)} TL;DR prompts cut on the left to {budget} tokens: the model's "
+            f"context is {context} tokens, {config.new_tokens} of them for the summary"
+        )
     check_context(reference, tokenizer, all_prompts, config)
     out.mkdir(parents=True, exist_ok=True)
     train_prompts, eval_prompts = split_prompts(all_prompts, config.eval_prompts, seed)
@@ -193,8 +232,13 @@ def run_demo(
         f"{len(train_prompts)} training prompts, {len(eval_prompts)} held-out prompts; "
         f"outputs in {out.resolve()}"
     )
-    oracle = VaderSentiment()
-    summary: dict[str, object] = {"model": model, "device": str(device), "config": vars(config).copy()}
+    oracle = VaderSentiment() if task == "sentiment" else None
+    summary: dict[str, object] = {
+        "task": task,
+        "model": model,
+        "device": str(device),
+        "config": vars(config).copy(),
+    }
 
     web_labeler = None
     if store is not None:
@@ -207,6 +251,12 @@ def run_demo(
         laps.lap("label")
         rm, summary["reward_model"] = reward_model_stage(
             model, tokenizer, store, oracle, config, seed, device, out, console
+        )
+        laps.lap("reward model")
+    elif comparisons is not None:
+        console.print(f"[1-2] {len(comparisons)} labelled comparisons from {prompts}")
+        rm, summary["reward_model"] = reward_model_stage(
+            model, tokenizer, comparisons, oracle, config, seed, device, out, console
         )
         laps.lap("reward model")
     else:
@@ -222,7 +272,16 @@ def run_demo(
     before = evaluate(reference, "before")
     laps.lap("evaluate before")
     agent, recorder = ppo_stage(
-        reference, tokenizer, train_prompts, rm, oracle, config, device, seed, console
+        reference,
+        tokenizer,
+        train_prompts,
+        rm,
+        oracle,
+        config,
+        device,
+        seed,
+        console,
+        truncation="left" if task == "tldr" else "error",
     )
     laps.lap("PPO")
     after = evaluate(agent.policy.model, "after")
@@ -283,12 +342,39 @@ def open_label_store(
         ) from None
 
 
+def load_tldr_task(
+    prompts: str | Path | None, reward_model: str | None, human: str | None
+) -> tuple[list[str], Dataset | None]:
+    """The TL;DR task's prompts (each post once, in the file's order) and the file's comparisons to fit
+    r_φ to (None when ``reward_model`` is given); a ValueError when the task cannot run on them."""
+    if prompts is None:
+        raise ValueError("--task tldr needs --prompts FILE: TL;DR posts or comparisons (JSON or JSONL)")
+    if human is not None:
+        raise ValueError(
+            "--human labels the sentiment task; --task tldr takes the labels of its --prompts file"
+        )
+    data = load_tldr(prompts)
+    has_comparisons = "chosen" in data.column_names
+    if reward_model is None and not has_comparisons:
+        raise ValueError(
+            f"{prompts} holds TL;DR posts without comparisons: give --reward-model (a sequence-"
+            "classification reward model), or a file of comparisons to fit one to"
+        )
+    comparisons = data if has_comparisons and reward_model is None else None
+    return list(dict.fromkeys(data["prompt"])), comparisons
+
+
+def model_context(reference) -> int | None:
+    """The model's context in tokens, when its config states one."""
+    return getattr(reference.config, "n_positions", None) or getattr(
+        reference.config, "max_position_embeddings", None
+    )
+
+
 def check_context(reference, tokenizer, prompts: list[str], config: DemoConfig) -> None:
     """A ValueError naming ``--new-tokens`` when the longest prompt and a continuation do not fit the
     model's context (sampling would fail after labelling and reward-model training)."""
-    context = getattr(reference.config, "n_positions", None) or getattr(
-        reference.config, "max_position_embeddings", None
-    )
+    context = model_context(reference)
     if context is None:
         return
     longest = max(len(ids) for ids in tokenizer(prompts)["input_ids"])
@@ -415,27 +501,29 @@ def web_label_stage(
 def reward_model_stage(
     model: str,
     tokenizer,
-    store: TextPreferenceStore,
-    oracle: Callable[[str, str], float],
+    comparisons: TextPreferenceStore | Dataset,
+    oracle: Callable[[str, str], float] | None,
     config: DemoConfig,
     seed: int,
     device: torch.device,
     out: Path,
     console: Console,
 ) -> tuple[TextRewardFn, dict[str, float | None]]:
-    """Stage 3: fit r_φ, save it to ``out/reward_model`` and report its accuracy and oracle agreement."""
-    fit = fit_reward_model(model, tokenizer, store, config, seed, device, out / "reward_model")
-    agreement = oracle_agreement(fit.reward_model, oracle, fit.eval_pairs)
+    """Stage 3: fit r_φ to the comparisons, save it to ``out/reward_model`` and report its accuracy
+    and, when there is an oracle, its agreement with it."""
+    fit = fit_reward_model(model, tokenizer, comparisons, config, seed, device, out / "reward_model")
+    agreement = None if oracle is None else oracle_agreement(fit.reward_model, oracle, fit.eval_pairs)
     metrics = fit.metrics
+    if oracle is None:
+        agreement_text = "no oracle to compare with"
+    elif agreement is None:
+        agreement_text = "the oracle scores every pair alike"
+    else:
+        agreement_text = f"agrees with the oracle on {agreement:.1%} of those it tells apart"
     console.print(
         f"[3] reward model: held-out accuracy [bold]{metrics['eval_accuracy']:.1%}[/] on "
         f"{len(fit.eval_pairs)} labelled pairs (loss {metrics['eval_loss']:.3f}); "
-        + (
-            "the oracle scores every pair alike"
-            if agreement is None
-            else f"agrees with the oracle on {agreement:.1%} of those it tells apart"
-        )
-        + f" -> {out / 'reward_model'}"
+        f"{agreement_text} -> {out / 'reward_model'}"
     )
     figures = {
         "eval_accuracy": metrics["eval_accuracy"],
@@ -450,15 +538,17 @@ def ppo_stage(
     tokenizer,
     prompts: list[str],
     reward_model: TextRewardFn,
-    oracle: Callable[[str, str], float],
+    oracle: Callable[[str, str], float] | None,
     config: DemoConfig,
     device: torch.device,
     seed: int,
     console: Console,
+    truncation: str = "error",
 ) -> tuple[TokenPPO, RecordingRewardModel]:
-    """Stage 4: PPO + KL on the TokenEnv, the oracle recording every scored episode for the plots."""
+    """Stage 4: PPO + KL on the TokenEnv (prompts too long for the context cut as ``truncation``
+    says), the oracle recording every scored episode for the plots."""
     recorder = RecordingRewardModel(reward_model, oracle)
-    agent = make_token_ppo(reference, tokenizer, prompts, recorder, config, device, seed)
+    agent = make_token_ppo(reference, tokenizer, prompts, recorder, config, device, seed, truncation)
     # The KL penalty's history grows by one per rollout: it numbers the rollouts for the plots.
     recorder.rollout_index = lambda: len(agent.kl_penalty.history)
     console.print(
@@ -490,6 +580,8 @@ def report_stage(
         ("KL(π ‖ π_pt), nats", "kl"),
     ):
         b, a = getattr(before, key), getattr(after, key)
+        if b is None:  # no oracle
+            continue
         table.add_row(name, f"{b:+.3f}", f"{a:+.3f}", f"{a - b:+.3f}")
     console.print(table)
     samples = Table(title="Samples for the same prompts", show_lines=True)
@@ -513,6 +605,13 @@ def report_stage(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = DemoConfig()
+    parser.add_argument(
+        "--task",
+        choices=TASKS,
+        default="sentiment",
+        help="sentiment: positive continuations (VADER labels); tldr: the lecture's TL;DR summaries "
+        "(--prompts FILE of posts or comparisons)",
+    )
     parser.add_argument(
         "--model", default="embedded", help="causal LM: 'embedded', a Hugging Face id or a path"
     )
@@ -549,7 +648,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token", default=None, help="--human web: access token (generated off 127.0.0.1)")
     parser.add_argument("--quick", action="store_true", help="a tiny run (seconds), for tests")
     parser.add_argument(
-        "--prompts", default=None, help="text or JSONL file of prompts (default: the embedded LM's)"
+        "--prompts",
+        default=None,
+        help="text or JSONL file of prompts (default: the embedded LM's); for --task tldr, TL;DR posts or "
+        "comparisons (summarize_from_feedback layout or TRL's prompt/chosen/rejected)",
     )
     parser.add_argument(
         "--pairs",
@@ -573,7 +675,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--new-tokens",
         type=positive_int,
         default=None,
-        help=f"tokens per episode (default {defaults.new_tokens})",
+        help=f"tokens per episode (default {defaults.new_tokens}; {TLDR_SUMMARY_TOKENS} for --task tldr)",
     )
     parser.add_argument(
         "--kl-target",
@@ -600,6 +702,8 @@ def run(args: argparse.Namespace) -> int:
     config.kl_target = args.kl_target
     if args.pairs is not None or args.human:
         config.pairs = args.pairs if args.pairs is not None else 20
+    if args.task == "tldr":
+        config.new_tokens = TLDR_SUMMARY_TOKENS
     for name in ("iterations", "batch", "new_tokens"):
         if getattr(args, name) is not None:
             setattr(config, name, getattr(args, name))
@@ -617,5 +721,6 @@ def run(args: argparse.Namespace) -> int:
         # Off a terminal (a log file, a pipe) rich would wrap at 80 columns: the sample table needs more.
         console=Console(width=None if sys.stdout.isatty() else 150),
         allow_provenance_mismatch=args.allow_provenance_mismatch,
+        task=args.task,
     )
     return 0

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from datasets import Dataset
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -39,6 +40,7 @@ __all__ = [
     "RewardModelFit",
     "SampleReport",
     "collect_labels",
+    "cut_prompts",
     "evaluate_samples",
     "fit_reward_model",
     "make_token_ppo",
@@ -109,6 +111,21 @@ class DemoConfig:
         )
 
 
+def cut_prompts(
+    tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_tokens: int
+) -> tuple[list[str], int]:
+    """``(prompts, how many were cut)``: each prompt longer than ``max_tokens`` tokens keeps its last
+    ones (a TL;DR prompt its post's end and ``TL;DR:``), so that every stage reads the same text."""
+    with tokenizer_sides(tokenizer, truncation="left"):
+        encoded = tokenizer(prompts, truncation=True, max_length=max_tokens)["input_ids"]
+    full_lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
+    cut = [index for index, length in enumerate(full_lengths) if length > max_tokens]
+    kept = list(prompts)
+    for index in cut:
+        kept[index] = tokenizer.decode(encoded[index])
+    return kept, len(cut)
+
+
 def split_prompts(prompts: list[str], eval_prompts: int, seed: int) -> tuple[list[str], list[str]]:
     """``(training, held-out)`` prompts in a seeded random order; at most half are held out."""
     if len(prompts) < 2:
@@ -170,15 +187,18 @@ class RewardModelFit:
 def fit_reward_model(
     model: str | Path,
     tokenizer: PreTrainedTokenizerBase,
-    store: TextPreferenceStore,
+    comparisons: TextPreferenceStore | Dataset,
     config: DemoConfig,
     seed: int,
     device: torch.device,
     save_to: Path | None = None,
 ) -> RewardModelFit:
-    """r_φ: a scalar head on ``model``'s backbone fitted to the store's labels (Bradley–Terry loss)."""
+    """r_φ: a scalar head on ``model``'s backbone fitted to the comparisons (a store's labels, or a
+    ``Dataset`` of ``prompt``, ``chosen``, ``rejected``) with the Bradley–Terry loss."""
+    if isinstance(comparisons, TextPreferenceStore):
+        comparisons = comparisons.to_dataset()
     trainer = RewardModelTrainer(
-        model, tokenizer, train_dataset=store.to_dataset(), config=config.reward_trainer_config(seed, device)
+        model, tokenizer, train_dataset=comparisons, config=config.reward_trainer_config(seed, device)
     )
     metrics = trainer.train()
     if save_to is not None:
@@ -196,9 +216,11 @@ def make_token_ppo(
     config: DemoConfig,
     device: torch.device,
     seed: int,
+    truncation: str = "error",
 ) -> TokenPPO:
     """PPO + KL on a ``TokenVectorEnv`` of ``config.batch`` episodes, one rollout per episode length;
-    ``agent.learn(config.iterations * config.batch * config.new_tokens)`` trains it."""
+    ``agent.learn(config.iterations * config.batch * config.new_tokens)`` trains it. ``truncation``:
+    the env's, for prompts longer than the model's context leaves (``"error"``, ``"left"``, ``"right"``)."""
     env = TokenVectorEnv(
         config.batch,
         model=reference,
@@ -208,6 +230,7 @@ def make_token_ppo(
         max_new_tokens=config.new_tokens,
         device=device,
         as_tensors=True,
+        truncation=truncation,
     )
     return TokenPPO(
         env,
@@ -228,7 +251,7 @@ class SampleReport:
     """Continuations of a set of prompts and what they score."""
 
     completions: list[str]
-    oracle: float
+    oracle: float | None  # None without an oracle
     reward: float
     kl: float
 
@@ -239,7 +262,7 @@ def evaluate_samples(
     reference: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     prompts: list[str],
-    oracle: Callable[[str, str], float],
+    oracle: Callable[[str, str], float] | None,
     reward_model: TextRewardFn,
     max_new_tokens: int,
     seed: int,
@@ -247,7 +270,8 @@ def evaluate_samples(
     desc: str = "sampling",
 ) -> SampleReport:
     """Sample one continuation per prompt from ``model`` (temperature 1, as in training) and report
-    the mean oracle score, mean reward-model score and the KL estimate E[Σ_n log π − log π_pt]."""
+    the mean oracle score (None when ``oracle`` is None), mean reward-model score and the KL estimate
+    E[Σ_n log π − log π_pt]."""
     torch.manual_seed(seed)
     completions, kls = [], []
     with tokenizer_sides(tokenizer, padding="left"):
@@ -276,13 +300,17 @@ def evaluate_samples(
                 logprobs.append(token_logprobs(logits[:, width - 1 : -1].float(), response))
             kls.append(((logprobs[0] - logprobs[1]) * response_mask).sum(-1))
             completions += tokenizer.batch_decode(response, skip_special_tokens=True)
-    oracle_scores = [
-        oracle(prompt, completion) for prompt, completion in zip(prompts, completions, strict=True)
-    ]
+    oracle_score = None
+    if oracle is not None:
+        oracle_score = float(
+            np.mean(
+                [oracle(prompt, completion) for prompt, completion in zip(prompts, completions, strict=True)]
+            )
+        )
     rewards = reward_model(prompts, completions)
     return SampleReport(
         completions=completions,
-        oracle=float(np.mean(oracle_scores)),
+        oracle=oracle_score,
         reward=float(rewards.float().mean()),
         kl=float(torch.cat(kls).mean()),
     )

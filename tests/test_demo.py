@@ -6,12 +6,14 @@ The tests that train run on the ``device`` fixture: the CPU, and CUDA when prese
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from tiny_lm import tiny_lm, tiny_tokenizer
 from transformers import AutoModelForCausalLM
 
 from rlhf_envs.cli import main
+from rlhf_envs.demo import load_tldr_task
 from rlhf_envs.device import resolve_device
 from rlhf_envs.pipeline import DemoConfig, collect_labels, fit_reward_model, oracle_agreement, split_prompts
 from rlhf_envs.preferences.text import TextPreferenceStore
@@ -82,3 +84,56 @@ def test_collect_labels_adds_only_the_missing_pairs(tmp_path, device):
     assert collect_labels(store, labeler, model, tokenizer, train, config, seed=0) == 4
     assert len(store) == 5 and len(asked) == 4 and set(asked) <= set(train)
     assert collect_labels(store, labeler, model, tokenizer, train, config, seed=0) == 0
+
+
+DATA = Path(__file__).resolve().parent / "data"
+TLDR_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "data" / "tldr_example.jsonl"
+
+
+def test_demo_tldr_quick_runs_on_the_shipped_example(tmp_path, capsys):
+    """Issue 12: the TL;DR task on the embedded model; r_φ is fitted to the file's comparisons and the
+    posts, longer than the context leaves beside a 48-token summary, are cut on the left."""
+    out = tmp_path / "out"
+    argv = ["demo", "--task", "tldr", "--prompts", str(TLDR_EXAMPLE), "--quick", "--out", str(out)]
+    assert main([*argv, "--threads", "1", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "TL;DR prompts cut on the left" in printed and "36 labelled comparisons" in printed
+    assert "held-out accuracy" in printed and "oracle score" not in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["task"] == "tldr" and summary["config"]["new_tokens"] == 48
+    assert 0.0 <= summary["reward_model"]["eval_accuracy"] <= 1.0
+    assert summary["before"]["oracle"] is None and summary["after"]["oracle"] is None
+    assert summary["before"]["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert summary["after"]["kl"] != summary["before"]["kl"]
+    assert not (out / "preferences.jsonl").exists()  # the labels are the file's
+    AutoModelForCausalLM.from_pretrained(out / "model")
+
+
+def test_tldr_task_reads_raw_and_trl_layouts_alike(tmp_path):
+    rows = [json.loads(line) for line in TLDR_EXAMPLE.read_text().splitlines()]
+    prompts, comparisons = load_tldr_task(TLDR_EXAMPLE, reward_model=None, human=None)
+    assert len(prompts) == len(rows) and all(prompt.endswith("TL;DR:") for prompt in prompts)
+    assert comparisons is not None and len(comparisons) == len(rows)
+    trl = tmp_path / "trl.jsonl"
+    trl.write_text("".join(json.dumps(row) + "\n" for row in comparisons))
+    trl_prompts, trl_comparisons = load_tldr_task(trl, reward_model=None, human=None)
+    assert trl_prompts == prompts and trl_comparisons.to_list() == comparisons.to_list()
+    posts = tmp_path / "posts.jsonl"  # summarize_from_feedback's posts: the fields under "info"
+    posts.write_text("".join(json.dumps({"info": row["info"]}) + "\n" for row in rows))
+    assert load_tldr_task(posts, reward_model="some/reward-model", human=None) == (prompts, None)
+    # A given reward model replaces fitting one to the file's comparisons.
+    assert load_tldr_task(TLDR_EXAMPLE, reward_model="some/reward-model", human=None) == (prompts, None)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--task", "tldr"], "--task tldr needs --prompts"),
+        (["--task", "tldr", "--prompts", str(DATA / "tldr_posts.jsonl")], "without comparisons"),
+        (["--task", "tldr", "--prompts", str(TLDR_EXAMPLE), "--human"], "--human labels the sentiment"),
+    ],
+)
+def test_demo_tldr_refuses_what_it_cannot_run(tmp_path, capsys, argv, message):
+    assert main(["demo", *argv, "--quick", "--out", str(tmp_path / "out")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

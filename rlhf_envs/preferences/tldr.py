@@ -2,9 +2,10 @@
 
 A post becomes the prompt ``SUBREDDIT: r/<subreddit>\\nTITLE: <title>\\nPOST: <post>\\nTL;DR:``.
 :func:`load_tldr` reads either a dataset of posts (fields ``subreddit``, ``title``, ``post`` and
-optionally a reference ``summary``) or one of comparisons in the layout of OpenAI's
-``summarize_from_feedback`` (``info`` with the post's fields, two ``summaries`` with a ``text`` each
-and the index of the preferred one in ``choice``), by ``datasets`` name or from a local JSON/JSONL file.
+optionally a reference ``summary``, at the top level or under ``info`` as in OpenAI's
+``summarize_from_feedback``) or one of comparisons in that layout (``info`` with the post's fields,
+two ``summaries`` with a ``text`` each and the index of the preferred one in ``choice``), or TRL's
+``prompt``/``chosen``/``rejected`` comparisons, by ``datasets`` name or from a local JSON/JSONL file.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from datasets import Dataset, load_dataset
+
+from rlhf_envs.preferences.trl_formats import to_text_preference
 
 __all__ = ["format_tldr_prompt", "load_tldr"]
 
@@ -36,7 +39,7 @@ def _post_prompt(fields: dict[str, Any], where: str) -> str:
 
 def _convert(row: dict[str, Any], index: int) -> dict[str, str]:
     where = f"row {index}"
-    if "summaries" in row:  # a comparison
+    if row.get("summaries") is not None:  # a comparison
         summaries, choice = row["summaries"], row.get("choice")
         if len(summaries) != 2 or choice not in (0, 1):
             raise ValueError(f"{where}: a comparison has two 'summaries' and 'choice' 0 or 1")
@@ -46,15 +49,26 @@ def _convert(row: dict[str, Any], index: int) -> dict[str, str]:
             "chosen": texts[choice],
             "rejected": texts[1 - choice],
         }
-    converted = {"prompt": _post_prompt(row, where)}
-    if isinstance(row.get("summary"), str):
-        converted["summary"] = " " + row["summary"].strip()
+    if row.get("chosen") is not None or row.get("rejected") is not None:  # TRL's comparison
+        try:
+            return to_text_preference(row)
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from error
+    if isinstance(row.get("prompt"), str):  # TRL's prompt-only row
+        return {"prompt": row["prompt"]}
+    post = row.get("info") or row  # summarize_from_feedback nests the post under "info"
+    converted = {"prompt": _post_prompt(post, where)}
+    summary = row.get("summary")
+    summary = summary.get("text") if isinstance(summary, dict) else summary
+    if isinstance(summary, str):
+        converted["summary"] = " " + summary.strip()
     return converted
 
 
 def load_tldr(source: str | Path, split: str = "train", limit: int | None = None) -> Dataset:
     """TL;DR posts (columns ``prompt`` and, when given, ``summary``) or comparisons (``prompt``,
-    ``chosen``, ``rejected``).
+    ``chosen``, ``rejected``); TRL's rows (``prompt`` alone, or with ``chosen`` and ``rejected``) are
+    taken as they are.
 
     Args:
         source: a local ``.json``/``.jsonl`` file, or a dataset name for ``datasets.load_dataset``.
