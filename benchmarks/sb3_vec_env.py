@@ -40,6 +40,7 @@ def make_ppo(env: VecEnv, args: argparse.Namespace) -> PPO:
         n_steps=args.n_steps,
         batch_size=args.batch_size,
         n_epochs=args.n_epochs,
+        learning_rate=args.learning_rate,
         seed=args.seed,
         device="cpu",
     )
@@ -79,8 +80,11 @@ def main() -> None:
     parser.add_argument("--timesteps", type=int, default=294_912, help="PPO steps per side (36 rollouts)")
     parser.add_argument("--chunks", type=int, default=9, help="alternations between the two sides")
     parser.add_argument("--n-steps", type=int, default=32, help="PPO rollout length per env")
-    parser.add_argument("--batch-size", type=int, default=1024)
+    # Many parallel envs: large minibatches, few gradient steps per rollout (20 at 256 envs), a larger
+    # learning rate to match; the same on both sides.
+    parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--n-epochs", type=int, default=10)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--arrival-timesteps", type=int, default=589_824, help="PPO steps on ours alone")
     parser.add_argument("--episodes", type=int, default=100, help="seeded evaluation drives")
     parser.add_argument("--seed", type=int, default=0)
