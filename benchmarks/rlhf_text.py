@@ -28,13 +28,13 @@ import torch
 import transformers
 
 from agents import TokenQLearning
-from rlhf_envs.envs.token import TokenVectorEnv
 from rlhf_envs.lm.assets import DEFAULT_PROMPTS_FILE, load_prompts
 from rlhf_envs.lm.loading import load_causal_lm
 from rlhf_envs.lm.reward_model import HFRewardModel
 from rlhf_envs.pipeline import (
     DemoConfig,
     collect_labels,
+    demo_token_env,
     evaluate_samples,
     fit_reward_model,
     make_token_ppo,
@@ -67,17 +67,7 @@ def run_q_learning(
     reference, tokenizer, prompts, reward_model, config: DemoConfig, device, seed: int, beta: float
 ):
     """Token-level soft Q-learning (agents.TokenQLearning) with the same completions budget."""
-    env = TokenVectorEnv(
-        config.batch,
-        model=reference,
-        tokenizer=tokenizer,
-        prompts=prompts,
-        reward_model=reward_model,
-        max_new_tokens=config.new_tokens,
-        kl_coef=beta,
-        device=device,
-        as_tensors=True,
-    )
+    env = demo_token_env(reference, tokenizer, prompts, reward_model, config, device, kl_coef=beta)
     agent = TokenQLearning(
         env, device=device, seed=seed, n_steps=config.new_tokens, learning_rate=config.learning_rate
     )

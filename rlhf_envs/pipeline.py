@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,6 +42,7 @@ __all__ = [
     "SampleReport",
     "collect_labels",
     "cut_prompts",
+    "demo_token_env",
     "evaluate_samples",
     "fit_reward_model",
     "make_token_ppo",
@@ -208,6 +210,31 @@ def fit_reward_model(
     )
 
 
+def demo_token_env(
+    reference: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    reward_model: TextRewardFn,
+    config: DemoConfig,
+    device: torch.device,
+    **options: Any,
+) -> TokenVectorEnv:
+    """The pipeline's ``TokenVectorEnv``: ``config.batch`` episodes of ``config.new_tokens`` tokens as device
+    tensors; ``options`` are further :class:`~rlhf_envs.envs.token.TokenEnvConfig` fields (``kl_coef``,
+    ``truncation``)."""
+    return TokenVectorEnv(
+        config.batch,
+        model=reference,
+        tokenizer=tokenizer,
+        prompts=prompts,
+        reward_model=reward_model,
+        max_new_tokens=config.new_tokens,
+        device=device,
+        as_tensors=True,
+        **options,
+    )
+
+
 def make_token_ppo(
     reference: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -221,17 +248,7 @@ def make_token_ppo(
     """PPO + KL on a ``TokenVectorEnv`` of ``config.batch`` episodes, one rollout per episode length;
     ``agent.learn(config.iterations * config.batch * config.new_tokens)`` trains it. ``truncation``:
     the env's, for prompts longer than the model's context leaves (``"error"``, ``"left"``, ``"right"``)."""
-    env = TokenVectorEnv(
-        config.batch,
-        model=reference,
-        tokenizer=tokenizer,
-        prompts=prompts,
-        reward_model=reward_model,
-        max_new_tokens=config.new_tokens,
-        device=device,
-        as_tensors=True,
-        truncation=truncation,
-    )
+    env = demo_token_env(reference, tokenizer, prompts, reward_model, config, device, truncation=truncation)
     return TokenPPO(
         env,
         device=device,

@@ -3,6 +3,7 @@
 import pytest
 import torch
 from fake_cuda import FakeCuda
+from tiny_lm import tiny_lm, tiny_tokenizer
 
 #: The devices the ``device`` fixture runs a test on: the CPU always, CUDA when this machine has it.
 DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
@@ -16,6 +17,18 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    """The tiny byte-level tokenizer of ``tests/tiny_lm.py`` (one per test module)."""
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def lm(tokenizer):
+    """A tiny GPT-2 over ``tokenizer``, built from a config (one per test module)."""
+    return tiny_lm(tokenizer)
 
 
 @pytest.fixture(params=DEVICES)

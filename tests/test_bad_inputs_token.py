@@ -11,25 +11,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from tiny_lm import tiny_lm, tiny_tokenizer
+from tiny_lm import length_reward
 
 from rlhf_envs.envs.token import TokenEnv, TokenVectorEnv
 
 PROMPTS = ["the cat sat", "a good day", "love and joy", "in the beginning", "the dog", "a bad day"]
-
-
-def length_reward(prompts: list[str], completions: list[str]) -> torch.Tensor:
-    return torch.tensor([float(len(text)) for text in completions])
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return tiny_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def lm(tokenizer):
-    return tiny_lm(tokenizer)
 
 
 def options(lm, tokenizer, **kwargs) -> dict:

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from fuzzing import (
     ARGUMENT_VALUES,
     ENVS,
@@ -30,7 +29,7 @@ from fuzzing import (
 )
 from hypothesis import given
 from hypothesis import strategies as st
-from tiny_lm import tiny_lm, tiny_tokenizer
+from tiny_lm import length_reward, tiny_lm, tiny_tokenizer
 
 from rlhf_envs.envs.token import TokenEnv, TokenVectorEnv
 
@@ -40,10 +39,6 @@ LM = tiny_lm(TOKENIZER)
 CONTEXT = LM.config.n_positions
 # The longest prompt decides how many new tokens fit the tiny model's context.
 LONGEST_PROMPT = max(len(ids) for ids in TOKENIZER(PROMPTS)["input_ids"])
-
-
-def length_reward(prompts: list[str], completions: list[str]) -> torch.Tensor:
-    return torch.tensor([float(len(text)) for text in completions])
 
 
 def token(**kwargs: Any) -> TokenEnv:

@@ -14,11 +14,6 @@ COMPLETIONS = [" on the mat", " and joy", " a happy heart", " was the word and t
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    return tiny_tokenizer()
-
-
-@pytest.fixture(scope="module")
 def classifier(tokenizer):
     return tiny_reward_model(tokenizer)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 from fake_cuda import is_fake_cuda
-from tiny_lm import tiny_lm, tiny_tokenizer
+from tiny_lm import length_reward, tiny_lm
 
 from agents import TokenPPO, TokenQLearning
 from rlhf_envs.envs.token import TokenEnv, TokenVectorEnv
@@ -18,15 +18,6 @@ from rlhf_envs.envs.token import TokenEnv, TokenVectorEnv
 PROMPTS = ["the cat sat", "a good day", "love and joy", "in the beginning"]
 SMALL_PPO = {"num_envs": 4, "n_steps": 4, "batch_size": 8, "n_epochs": 1}
 SMALL_Q = {"num_envs": 4, "n_steps": 4, "batch_envs": 2, "gradient_steps": 1}
-
-
-def length_reward(prompts: list[str], completions: list[str]) -> torch.Tensor:
-    return torch.tensor([float(len(text)) for text in completions])
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return tiny_tokenizer()
 
 
 def token_env(tokenizer, face=TokenVectorEnv, model=None, **fields):

@@ -17,7 +17,7 @@ from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
-from tiny_lm import tiny_lm, tiny_tokenizer
+from tiny_lm import length_reward, tiny_lm, tiny_tokenizer
 
 import rlhf_envs  # noqa: F401  (registers the env ids)
 from rlhf_envs.envs.token import TokenEnv, TokenEnvConfig, TokenVectorEnv
@@ -27,20 +27,6 @@ from rlhf_envs.preferences.tldr import format_tldr_prompt
 DATA = Path(__file__).resolve().parent / "data"
 
 PROMPTS = ["the cat sat", "a good day makes a happy heart, a bad", "love", "in the beginning was the word"]
-
-
-def length_reward(prompts: list[str], completions: list[str]) -> torch.Tensor:
-    return torch.tensor([float(len(text)) for text in completions])
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return tiny_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def lm(tokenizer):
-    return tiny_lm(tokenizer)
 
 
 def options(lm, tokenizer, **kwargs) -> dict:

@@ -14,7 +14,7 @@ import inspect
 import numpy as np
 import pytest
 import torch
-from tiny_lm import tiny_lm, tiny_tokenizer
+from tiny_lm import length_reward, tiny_lm
 
 from rlhf_envs.envs.token import TokenCore, TokenEnv, TokenVectorEnv
 
@@ -27,15 +27,6 @@ def is_the_documented_sync(sync: str) -> bool:
     """Whether a sync the harness recorded ("what at file:line") is the one in ``actions_to_host``."""
     file, line = sync.rsplit(" at ", 1)[1].rsplit(":", 1)
     return file == "token.py" and int(line) in DOCUMENTED_SYNC_LINES
-
-
-def length_reward(prompts: list[str], completions: list[str]) -> torch.Tensor:
-    return torch.tensor([float(len(text)) for text in completions])
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return tiny_tokenizer()
 
 
 def options(tokenizer, **kwargs) -> dict:

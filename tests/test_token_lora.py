@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from peft import PeftModel
-from tiny_lm import tiny_lm, tiny_tokenizer
+from tiny_lm import tiny_lm
 from transformers import AutoModelForCausalLM
 
 from agents import TokenPPO
@@ -14,11 +14,6 @@ from rlhf_envs.envs.token import TokenVectorEnv
 
 PROMPTS = ["the cat sat", "a good day makes", "love and joy", "in the beginning"]
 OPTIONS = {"device": "cpu", "n_steps": 6, "batch_size": 48, "learning_rate": 1e-2, "lora_rank": 4}
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return tiny_tokenizer()
 
 
 def low_ids_reward(tokenizer):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tiny_lm import tiny_lm, tiny_tokenizer
+from tiny_lm import tiny_lm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from agents import TokenPPO
@@ -15,11 +15,6 @@ from rlhf_envs.envs.token import TokenVectorEnv
 PROMPTS = ["the cat sat", "a good day makes", "love and joy", "in the beginning"]
 #: Token ids that the reward counts: about 10% of the tiny vocabulary.
 REWARDED = 30
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return tiny_tokenizer()
 
 
 def share_reward(tokenizer):

@@ -6,14 +6,8 @@ import numpy as np
 import pytest
 import torch
 from test_token_ppo import make_env
-from tiny_lm import tiny_tokenizer
 
 from agents import TokenQLearning
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return tiny_tokenizer()
 
 
 def test_q_head_starts_as_the_soft_q_function_of_the_reference(tokenizer):

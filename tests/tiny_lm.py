@@ -54,3 +54,8 @@ def tiny_reward_model(tokenizer: PreTrainedTokenizerFast, seed: int = 1) -> GPT2
     config = tiny_config(tokenizer)
     config.num_labels = 1
     return GPT2ForSequenceClassification(config).eval()
+
+
+def length_reward(prompts: list[str], completions: list[str]) -> torch.Tensor:
+    """A reward model as a plain callable: the length of each completion's text."""
+    return torch.tensor([float(len(text)) for text in completions])
