@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:
@@ -94,9 +95,14 @@ class KLPenalty:
     """Per-token rewards: the env's reward (its last step's optionally whitened) minus β (log π − log π_pt).
 
     On the TokenEnv (``kl_coef=0``) the env's reward is the reward model's score on the last token of
-    each episode, so the result is Stiennon et al.'s reward. Each step's log-probabilities are
-    recorded during the rollout; :meth:`penalize` then shapes the rollout's rewards with the β in
-    force during it, and updates the controller with the KL the rollout measured.
+    each episode, so the result is Stiennon et al.'s reward. :meth:`record` stores each step's
+    log π and the env's info, which holds log π_pt of the step's token (per-step reference scoring:
+    ``info["ref_logprob"]``) or, where episodes ended, of all their tokens (deferred scoring, the
+    TokenEnv's default with ``kl_coef=0``: ``info["final_info"]["ref_logprobs"]`` under same-step
+    autoreset). :meth:`penalize` then completes the log π_pt of the deferred steps (those of the
+    episodes still running come from the env's :meth:`~rlhf_envs.envs.token.TokenVectorEnv.running_info`),
+    shapes the rollout's rewards with the β in force during it, and updates the controller with
+    the KL the rollout measured.
 
     Args:
         controller: a :class:`FixedKLController` or :class:`AdaptiveKLController`.
@@ -124,7 +130,12 @@ class KLPenalty:
         self.controller = controller
         self.whiten_rewards = whiten_rewards
         self.estimator = estimator
+        self.logprobs = torch.zeros(num_steps, num_envs, device=device)
+        self.ref_logprobs = torch.zeros(num_steps, num_envs, device=device)
+        #: The rollout's per-token KL estimates [T, B], set by :meth:`penalize`.
         self.kl = torch.zeros(num_steps, num_envs, device=device)
+        # Deferred scoring: each step's end-of-episode ref_logprobs [B, N] and response lengths [B].
+        self._episode_ends: list[tuple[torch.Tensor, np.ndarray]] = []
         #: One :class:`KLStats` per rollout, oldest first (for learning curves).
         self.history: list[KLStats] = []
         self.all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
@@ -149,12 +160,40 @@ class KLPenalty:
         self.controller.value = float(state["kl_coef"])
         self.history = list(state["history"])
 
-    def record(self, step: int, logprob: torch.Tensor, ref_logprob: torch.Tensor) -> None:
-        """Store the KL estimate from log π − log π_pt of the tokens taken at step ``step`` of the rollout."""
-        self.kl[step] = KL_ESTIMATORS[self.estimator](logprob - ref_logprob)
+    def record(self, step: int, logprob: torch.Tensor, info: dict[str, Any]) -> None:
+        """Store log π of the tokens taken at step ``step`` of the rollout, and the env's ``info`` of
+        that step: log π_pt of the tokens (per step) or of the episodes that ended (deferred)."""
+        self.logprobs[step] = logprob
+        if "ref_logprob" in info:
+            self.ref_logprobs[step] = info["ref_logprob"]
+            return
+        final_info = info.get("final_info", {})
+        if "ref_logprobs" not in final_info:
+            raise ValueError(
+                "the env reports no reference log-probs: the KL penalty needs info['ref_logprob'] every "
+                "step or info['final_info']['ref_logprobs'] (a TokenVectorEnv with same-step autoreset)"
+            )
+        self._episode_ends.append((final_info["ref_logprobs"], final_info["response_length"]))
 
-    def penalize(self, rewards: torch.Tensor, dones: torch.Tensor) -> torch.Tensor:
-        """Shaped rewards [T, B] from the rollout's env rewards and dones; then β is updated."""
+    @property
+    def deferred(self) -> bool:
+        """Whether the rollout recorded so far waits for log π_pt of episodes still running at its end."""
+        return bool(self._episode_ends)
+
+    def penalize(
+        self, rewards: torch.Tensor, dones: torch.Tensor, running_info: dict[str, Any] | None = None
+    ) -> torch.Tensor:
+        """Shaped rewards [T, B] from the rollout's env rewards and dones; then β is updated.
+
+        With deferred reference scoring ``running_info`` is the env's info of the episodes in
+        progress (``ref_logprobs`` and ``response_length`` of their tokens so far).
+        """
+        if self._episode_ends:
+            if running_info is None:
+                raise ValueError("deferred reference scoring: penalize() needs the env's running_info()")
+            self.ref_logprobs = self._deferred_ref_logprobs(dones, running_info)
+            self._episode_ends = []
+        self.kl = KL_ESTIMATORS[self.estimator](self.logprobs - self.ref_logprobs)
         beta = self.controller.value
         dones = dones.bool()
         final_rewards = torch.where(dones, rewards, 0.0)
@@ -181,3 +220,23 @@ class KLPenalty:
         self.history.append(stats)
         self.controller.update(stats.kl, int(num_steps))
         return shaped
+
+    def _deferred_ref_logprobs(self, dones: torch.Tensor, running_info: dict[str, Any]) -> torch.Tensor:
+        """log π_pt [T, B] of each step's token, read from the ref_logprobs of its episode's end.
+
+        A step belongs to the episode that ends at the next done of its column, or to the episode
+        still running at the rollout's end (source T, ``running_info``). Step t of an episode whose
+        last step here is e and which had L tokens then took its token j = L − 1 − (e − t).
+        """
+        num_steps, num_envs = dones.shape
+        sources = torch.stack([ref for ref, _ in self._episode_ends] + [running_info["ref_logprobs"]])
+        # One upload per rollout: the lengths the env reported on the host.
+        lengths = np.stack([length for _, length in self._episode_ends] + [running_info["response_length"]])
+        lengths = torch.as_tensor(lengths, device=dones.device)
+        steps = torch.arange(num_steps, device=dones.device)[:, None].expand(num_steps, num_envs)
+        # Each step's source: the first done at or after it (a reversed running minimum), else T.
+        candidates = torch.where(dones.bool(), steps, num_steps).flip(0)
+        source = candidates.cummin(0).values.flip(0)
+        envs = torch.arange(num_envs, device=dones.device).expand(num_steps, num_envs)
+        token = lengths[source, envs] - 1 - (source.clamp(max=num_steps - 1) - steps)
+        return sources[source, envs, token]

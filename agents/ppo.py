@@ -64,8 +64,9 @@ class PPOConfig:
         checkpoint_every: write ``logdir/checkpoint.pt`` every this many env steps, at the end of
             the rollout that crosses it (0: never).
         kl_coef: β of the per-step KL penalty −β (log π − log π_ref) for envs that report the
-            reference's log-probability of each action in ``info["ref_logprob"]`` (the TokenEnv);
-            None: no penalty.
+            reference's log-probability of each action (the TokenEnv), each step in
+            ``info["ref_logprob"]`` or, deferred, at the episode's end (see
+            :class:`agents.kl_control.KLPenalty`); None: no penalty.
         kl_target: adapt β so that the KL per episode approaches this (Ziegler et al. 2019); None: β fixed.
         kl_horizon: env steps over which the adaptive controller changes β by a factor e^0.2 at most.
         whiten_rewards: with ``kl_coef``, standardize the rewards of the steps that end an episode
@@ -238,7 +239,7 @@ class PPO(BaseAlgorithm):
             next_obs = self._prepare_observation(next_obs, update=True)
             reward = self.reward_normalizer(reward, done) if self.reward_normalizer else reward.float()
             if self.kl_penalty is not None:
-                self.kl_penalty.record(step, logprob, info["ref_logprob"])
+                self.kl_penalty.record(step, logprob, info)
             if self.config.bootstrap_truncated:
                 final_observations.append(self._prepare_observation(info["final_obs"], update=False))
                 truncations.append(truncated)
@@ -252,7 +253,10 @@ class PPO(BaseAlgorithm):
             truncated = torch.stack(truncations)
             self.buffer.rewards += self.gamma * final_values.view(truncated.shape) * truncated
         if self.kl_penalty is not None:
-            self.buffer.rewards = self.kl_penalty.penalize(self.buffer.rewards, self.buffer.dones)
+            # Deferred reference scoring: the env scores the episodes still running now, in one pass.
+            running_info = self.env.running_info() if self.kl_penalty.deferred else None
+            rewards, dones = self.buffer.rewards, self.buffer.dones
+            self.buffer.rewards = self.kl_penalty.penalize(rewards, dones, running_info)
         with torch.no_grad():
             last_value = self.policy.value(obs)
         self.buffer.compute_advantages(last_value, self.gamma, self.config.gae_lambda)

@@ -118,6 +118,12 @@ class PackedTokenObservations(VectorWrapper):
         self.observation, self.restarted_rows = pack_observation(obs), restarted
         return self.observation, reward, terminated, truncated, info
 
+    def running_info(self) -> dict[str, Any]:
+        """The env's :meth:`~rlhf_envs.envs.token.TokenVectorEnv.running_info`: log π_pt of the tokens
+        of the episodes in progress (deferred scoring: one batched reference forward, now)."""
+        with autocast(self.device, self.autocast_dtype):
+            return self.env.unwrapped.running_info()
+
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     """``torch.autocast`` to ``dtype`` on ``device``'s kind; no autocast for ``None``."""

@@ -51,7 +51,8 @@ def vector_env(lm, tokenizer, num_envs: int = 2, **kwargs) -> TokenVectorEnv:
 )
 def test_token_env_reads_token_ids_of_any_integer_dtype(lm, tokenizer, action):
     """Before: a uint64 id raised NotImplementedError "lt_cpu", a torch int8 id RuntimeError in gather()."""
-    expected_env, env = token_env(lm, tokenizer), token_env(lm, tokenizer)
+    # Per-step reference scoring: the step's log π_pt of the token is compared too.
+    expected_env, env = (token_env(lm, tokenizer, reference_scoring="per_step") for _ in range(2))
     expected_env.reset(seed=0)
     env.reset(seed=0)
     expected = expected_env.step(np.int64(7))

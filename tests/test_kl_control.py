@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -33,8 +34,8 @@ def test_fixed_controller_and_bad_arguments():
 
 def test_penalty_shapes_rewards_and_measures_the_kl_per_episode():
     penalty = KLPenalty(FixedKLController(0.5), num_steps=2, num_envs=2, whiten_rewards=False, device="cpu")
-    penalty.record(0, torch.tensor([-1.0, -2.0]), torch.tensor([-1.5, -2.0]))
-    penalty.record(1, torch.tensor([-1.0, -1.0]), torch.tensor([-2.0, -0.5]))
+    penalty.record(0, torch.tensor([-1.0, -2.0]), {"ref_logprob": torch.tensor([-1.5, -2.0])})
+    penalty.record(1, torch.tensor([-1.0, -1.0]), {"ref_logprob": torch.tensor([-2.0, -0.5])})
     rewards = torch.tensor([[0.0, 0.0], [3.0, 1.0]])
     dones = torch.tensor([[False, False], [True, True]])
     shaped = penalty.penalize(rewards, dones)
@@ -42,6 +43,30 @@ def test_penalty_shapes_rewards_and_measures_the_kl_per_episode():
     stats = penalty.history[-1]
     assert stats.kl == pytest.approx((0.5 + 1.0 + 0.0 - 0.5) / 2)  # two episodes ended
     assert stats.score == pytest.approx(2.0) and stats.kl_coef == 0.5
+
+
+def test_deferred_reference_log_probs_are_read_from_each_episodes_end():
+    """Deferred scoring: step t's log π_pt comes from the ref_logprobs of the episode it belongs to, at
+    that episode's end in the rollout (final_info) or, for the episode still running, from the env's
+    running_info(); an episode begun in an earlier rollout has its earlier tokens before these."""
+    penalty = KLPenalty(FixedKLController(1.0), num_steps=4, num_envs=1, whiten_rewards=False, device="cpu")
+    no_end = {"ref_logprobs": torch.zeros(1, 5), "response_length": np.array([0])}
+    # Steps 0-1 end an episode of 4 tokens (tokens 2 and 3); steps 2-3 are tokens 0 and 1 of the next.
+    ended = {"ref_logprobs": torch.tensor([[-9.0, -9.0, -0.2, -0.3, 0.0]]), "response_length": np.array([4])}
+    for step, final_info in enumerate([no_end, ended, no_end, no_end]):
+        penalty.record(step, torch.full((1,), -1.0), {"final_info": final_info})
+    assert penalty.deferred
+    running = {"ref_logprobs": torch.tensor([[-0.5, -0.7, 0.0, 0.0, 0.0]]), "response_length": np.array([2])}
+    dones = torch.tensor([[False], [True], [False], [False]])
+    with pytest.raises(ValueError, match="running_info"):
+        penalty.penalize(torch.zeros(4, 1), dones)
+    shaped = penalty.penalize(torch.zeros(4, 1), dones, running)
+    torch.testing.assert_close(penalty.ref_logprobs[:, 0], torch.tensor([-0.2, -0.3, -0.5, -0.7]))
+    # −β (log π − log π_pt) with log π = −1
+    torch.testing.assert_close(shaped[:, 0], torch.tensor([0.8, 0.7, 0.5, 0.3]))
+    assert not penalty.deferred  # the next rollout starts afresh
+    with pytest.raises(ValueError, match="no reference log-probs"):
+        penalty.record(0, torch.zeros(1), {})
 
 
 def test_whitening_standardizes_the_final_rewards_only():
@@ -66,7 +91,8 @@ def test_k1_and_k3_estimate_the_same_kl_and_k3_is_never_negative():
     estimates = {}
     for name in KL_ESTIMATORS:
         penalty = KLPenalty(FixedKLController(0.0), 1, len(tokens), False, "cpu", estimator=name)
-        penalty.record(0, log_pi[tokens], log_ref[tokens])
+        penalty.record(0, log_pi[tokens], {"ref_logprob": log_ref[tokens]})
+        penalty.penalize(torch.zeros(1, len(tokens)), torch.zeros(1, len(tokens)))
         estimates[name] = penalty.kl[0]
     for name, values in estimates.items():
         assert values.mean().item() == pytest.approx(exact.item(), rel=0.03), name

@@ -120,6 +120,41 @@ def test_deferred_and_per_step_reference_logprobs_agree(lm, tokenizer, as_tensor
     assert episodes >= 2 * num_envs
 
 
+@pytest.mark.parametrize("mode", [AutoresetMode.SAME_STEP, AutoresetMode.NEXT_STEP])
+def test_running_info_scores_the_episodes_in_progress_in_both_modes(lm, tokenizer, mode):
+    """running_info(): log π_pt of the tokens the episodes in progress have so far, from one batched
+    forward (deferred) or the per-step cache, equal within 1e-5; rows whose episode ended (NEXT_STEP)
+    or has no token yet are 0. At the end the same log-probs come in the last step's ref_logprobs."""
+    rng = np.random.default_rng(5)
+    actions = rng.integers(1, 60, (14, 3))
+    actions[rng.random((14, 3)) < 0.15] = tokenizer.eos_token_id
+
+    def run(scoring: str) -> list[tuple[np.ndarray, np.ndarray]]:
+        env = TokenVectorEnv(
+            3, **options(lm, tokenizer, reference_scoring=scoring), as_tensors=True, autoreset_mode=mode
+        )
+        env.reset(seed=1)
+        infos = []
+        for step_actions in [None, *actions]:  # before the first step: no token yet
+            if step_actions is not None:
+                env.step(torch.as_tensor(step_actions))
+            info = env.running_info()
+            infos.append((info["ref_logprobs"].numpy(), info["response_length"]))
+        return infos
+
+    per_step, deferred = run("per_step"), run("episode_end")
+    assert not per_step[0][0].any() and not per_step[0][1].any()
+    lengths_seen = set()
+    for (logprobs, lengths), (expected, expected_lengths) in zip(deferred, per_step, strict=True):
+        np.testing.assert_array_equal(lengths, expected_lengths)
+        np.testing.assert_allclose(logprobs, expected, atol=1e-5)
+        columns = np.arange(logprobs.shape[1])
+        assert (logprobs[columns >= lengths[:, None]] == 0).all()
+        assert (logprobs[columns < lengths[:, None]] < 0).all()
+        lengths_seen |= set(lengths.tolist())
+    assert {0, 1, 5} <= lengths_seen  # restarted or ended rows, new and long episodes
+
+
 def test_eos_terminates_and_max_new_tokens_truncates(lm, tokenizer):
     env = make_env(lm, tokenizer, max_new_tokens=5)
     obs, info = env.reset(seed=0)

@@ -10,12 +10,14 @@ upload of the new prompts.
 from __future__ import annotations
 
 import inspect
+import re
 
 import numpy as np
 import pytest
 import torch
 from tiny_lm import length_reward, tiny_lm
 
+from agents import TokenPPO
 from rlhf_envs.envs.token import TokenCore, TokenEnv, TokenVectorEnv
 
 PROMPTS = ["the cat sat", "a good day", "love and joy", "in the beginning"]
@@ -69,6 +71,24 @@ def test_the_single_env_uploads_the_action_and_downloads_at_most_once(tokenizer,
         obs, *_ = env.step(7)
         assert len(fake_cuda.syncs) - before == syncs, fake_cuda.syncs[before:]
         assert obs["input_ids"][-1] == 7
+
+
+def test_token_ppo_reads_deferred_reference_log_probs_without_a_sync_per_step(tokenizer, fake_cuda):
+    """Issue 15: PPO's KL penalty under deferred scoring (the default with kl_coef=0) keeps the episodes'
+    ref_logprobs on the device and their lengths on the host until the rollout's end, which uploads the
+    lengths once and scores the running episodes in one pass: a rollout of 4 steps and one of 16 make
+    the same syncs in the PPO loop and the KL penalty (none per step)."""
+    counts = []
+    for n_steps in (4, 16):
+        env = TokenVectorEnv(4, **options(tokenizer, max_new_tokens=6, stop_at_eos=False, device="auto"))
+        assert not env.core.per_step_reference
+        agent = TokenPPO(env, device="auto", num_envs=4, n_steps=n_steps, batch_size=4 * n_steps, n_epochs=1)
+        before = len(fake_cuda.syncs)
+        agent.learn(4 * n_steps, progress_bar=False)
+        syncs = [sync for sync in fake_cuda.syncs[before:] if re.search(r" at (ppo|kl_control)\.py:", sync)]
+        counts.append(len(syncs))
+        assert agent.kl_penalty.history[0].kl == pytest.approx(0.0, abs=1e-5)  # π = π_pt: aligned
+    assert counts[0] == counts[1], counts
 
 
 def test_the_single_envs_host_observation_is_the_cores(tokenizer):

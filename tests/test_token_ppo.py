@@ -65,7 +65,15 @@ def test_sampling_log_probs_match_evaluate_across_restarts(tokenizer, follow):
     sampler finds the restarted episodes by comparing windows or from the env's host flags."""
     torch.manual_seed(0)
     env = PackedTokenObservations(
-        make_env(tokenizer, 6, 5, stop_at_eos=True, as_tensors=True, autoreset_mode="same_step")
+        make_env(
+            tokenizer,
+            6,
+            5,
+            stop_at_eos=True,
+            as_tensors=True,
+            autoreset_mode="same_step",
+            reference_scoring="per_step",
+        )
     )
     policy = TokenActorCritic(env.unwrapped.reference_model, tokenizer)
     if follow:
@@ -88,6 +96,35 @@ def test_sampling_log_probs_match_evaluate_across_restarts(tokenizer, follow):
         # The policy is still the reference: its log-probs are the env's π_pt.
         torch.testing.assert_close(torch.stack(kls), torch.zeros(12, 6), atol=1e-5, rtol=0)
         assert entropy.shape == value.shape == (12, 6)
+
+
+def test_deferred_and_per_step_reference_scoring_give_ppo_the_same_kl(tokenizer):
+    """Issue 15: with the env's default (deferred) reference scoring PPO reads log π_pt of each token
+    from the end of its episode, or, for the episodes still running at the rollout's end, from one
+    batched pass then; the per-token KL it penalizes equals the per-step scoring's within 1e-5,
+    rollout after rollout of a policy that moves away from the reference."""
+    options = dict(device="cpu", seed=2, n_steps=5, batch_size=40, learning_rate=1e-2)
+    options |= dict(kl_coef=0.2, kl_target=None)
+    rollout = 5 * 8  # episodes of up to 7 tokens straddle rollouts of 5 steps
+
+    def run(scoring: str) -> tuple[TokenPPO, list[torch.Tensor], list[torch.Tensor]]:
+        env = make_env(tokenizer, num_envs=8, max_new_tokens=7, stop_at_eos=True, reference_scoring=scoring)
+        agent = TokenPPO(env, **options)
+        ref_logprobs, kls = [], []
+        for iteration in range(4):
+            agent.learn(rollout, progress_bar=False, reset_num_timesteps=iteration == 0)
+            ref_logprobs.append(agent.kl_penalty.ref_logprobs.clone())
+            kls.append(agent.kl_penalty.kl.clone())
+        return agent, ref_logprobs, kls
+
+    per_step, expected_ref_logprobs, expected_kls = run("per_step")
+    deferred, ref_logprobs, kls = run("auto")
+    assert not deferred.env.unwrapped.core.per_step_reference  # kl_coef=0: deferred
+    torch.testing.assert_close(ref_logprobs, expected_ref_logprobs, atol=1e-5, rtol=0)
+    torch.testing.assert_close(kls, expected_kls, atol=1e-5, rtol=0)
+    assert per_step.kl_penalty.history[-1].kl > 0.05  # the policy has left the reference
+    scores = [[stats.score for stats in agent.kl_penalty.history] for agent in (per_step, deferred)]
+    assert scores[0] == scores[1]
 
 
 def test_saved_policy_reloads_with_from_pretrained_and_generates(tokenizer, tmp_path):

@@ -79,8 +79,8 @@ class TokenEnvConfig:
             "Reference log-probs"): ``"per_step"``, one KV-cached forward per token, each step's
             ``info["ref_logprob"]``; ``"episode_end"``, one batched forward over each finished
             episode; ``"auto"``: per step when ``kl_coef > 0`` (each step's reward needs it), else at
-            the episode's end. Either way the last step's info holds ``ref_logprobs``. The default
-            is ``"per_step"`` until the token agents read ``ref_logprobs``; then ``"auto"``.
+            the episode's end (the default; the token agents read ``ref_logprobs`` then). Either way
+            the last step's info holds ``ref_logprobs``.
 
     An env's own ``config`` holds every part resolved (the loaded model, tokenizer, prompt list and
     reward model), so another env made from it shares them instead of loading them again.
@@ -96,7 +96,7 @@ class TokenEnvConfig:
     device: str | torch.device = "auto"
     max_prompt_tokens: int | None = None
     truncation: str = "error"
-    reference_scoring: str = "per_step"
+    reference_scoring: str = "auto"
 
     def __post_init__(self) -> None:
         self.max_new_tokens = positive_int("max_new_tokens", self.max_new_tokens)
@@ -553,6 +553,26 @@ class TokenCore(BatchedCore):
         left = right.gather(1, index.clamp(max=keep - 2))
         return left.masked_fill(columns >= lengths[:, None], 0.0)
 
+    @torch.inference_mode()
+    def reference_logprobs(self, state: TokenState, running: np.ndarray) -> torch.Tensor:
+        """log π_pt of the tokens generated so far by the episodes where ``running`` (bool [B] on the
+        host): float32 [B, max_new_tokens] on the device, token j in column j, 0 after the last and in
+        the other rows. With per-step scoring the state holds them; deferred, one batched forward
+        over the windows scores them, as the episodes' end would."""
+        lengths = np.where(running, state.response_length, 0)
+        if self.per_step_reference:
+            logprobs = state.ref_logprobs
+        elif not lengths.any():
+            return torch.zeros(len(lengths), self.max_new_tokens, device=self.device)
+        else:
+            width = int((state.prompt_length + state.response_length)[lengths > 0].max())
+            logprobs = self._score_episodes(
+                state.input_ids[:, -width:], state.attention_mask[:, -width:], state.generated
+            )
+        if not running.all():
+            logprobs = logprobs.masked_fill(torch.as_tensor(~running, device=self.device)[:, None], 0.0)
+        return logprobs
+
     def texts(self, state: TokenState, rows: np.ndarray) -> tuple[list[str], list[str]]:
         """The prompts and the continuations so far (special tokens dropped) of episodes ``rows``."""
         return self._texts(state.prompt_index, state.response_tokens, state.response_length, rows)
@@ -806,6 +826,22 @@ class TokenVectorEnv(_TokenFace, VectorEnv):
             info,
         )
 
+    def running_info(self) -> dict[str, Any]:
+        """What the last step's info would say of the episodes in progress if they ended now:
+        ``ref_logprobs`` ([B, max_new_tokens], log π_pt of their tokens so far, token j in column j)
+        and ``response_length`` ([B] on the host); 0 in rows with no episode in progress (ended
+        under ``NEXT_STEP`` or ``DISABLED`` autoreset, or not started a token).
+
+        An agent whose rollout stops in mid-episode reads here the reference log-probs of the tokens
+        it has taken: with deferred scoring, one batched reference forward over the windows so far;
+        with per-step scoring, the ones the env holds."""
+        if self._state is None:
+            raise RuntimeError("call reset() before running_info(): no episode is in progress")
+        running = ~self._ended
+        ref_logprobs = self.core.reference_logprobs(self._state, running)
+        response_length = np.where(running, self._state.response_length, 0)
+        return {"ref_logprobs": self._output(ref_logprobs), "response_length": response_length}
+
     def state_dict(self) -> dict[str, Any]:
         """The episodes in progress (KV cache included) and every random state: loading it into a
         like env continues this one exactly."""
@@ -916,15 +952,20 @@ class TokenEnv(_TokenFace, gym.Env):
     ## Reference log-probs
     log π_pt of every generated token is computed in one of two ways (``reference_scoring``):
 
-    * per step (``"per_step"``; what ``kl_coef > 0`` needs): the env keeps π_pt's KV cache of each
-      episode; every step runs one forward pass of one token per episode and reports
-      ``info["ref_logprob"]``. Cost: a forward pass per token, which reads all of π_pt's weights
-      each time, plus the prompt's prefill; for a large model this is what the sampling policy
-      pays a second time.
-    * at the episode's end (``"episode_end"``; with ``"auto"``, whenever ``kl_coef == 0``): a step
-      runs no model at all; when episodes end, one batched forward pass over their windows (prompt
-      + response) scores every generated token, as the usual pipeline's reference pass after
-      ``generate`` does. Cost: one forward over the finished sequences, no KV cache held.
+    * per step (``"per_step"``; what ``kl_coef > 0`` needs, and ``"auto"`` then): the env keeps
+      π_pt's KV cache of each episode; every step runs one forward pass of one token per episode
+      and reports ``info["ref_logprob"]``. Cost: a forward pass per token, which reads all of π_pt's
+      weights each time (the bigger the model, the more that costs next to the policy's own
+      sampling), plus the prompt's prefill and the KV cache's memory (layers × 2 × B ×
+      ``context_len`` × hidden floats).
+    * at the episode's end (``"episode_end"``; the default ``"auto"`` whenever ``kl_coef == 0``, as
+      for :class:`agents.TokenPPO`, which applies the KL itself): a step runs no model at all;
+      when episodes end, one batched forward pass over their windows (prompt + response) scores
+      every generated token, as the usual pipeline's reference pass after ``generate`` does. Cost:
+      one forward over the finished sequences (their weights read once per batch of ends, not per
+      token), no KV cache held. Each step's reward then cannot carry β · log π_pt (``kl_coef > 0``
+      is refused); an agent that needs the log-probs of episodes still in progress (PPO at the end
+      of a rollout) asks :meth:`TokenVectorEnv.running_info`, one more batched forward.
 
     Either way the last step's info holds ``ref_logprobs``: float32 [max_new_tokens], token j's
     log-prob in entry j, 0 after ``response_length``. Both agree to float rounding (1e-5).
