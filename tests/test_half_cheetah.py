@@ -15,7 +15,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import rlhf_envs  # noqa: F401  (registers the ids)
 from rlhf_envs.envs.batched import truncates_itself
-from rlhf_envs.envs.half_cheetah import HalfCheetah
+from rlhf_envs.envs.half_cheetah import HalfCheetah, run_episode
 from rlhf_envs.rewards import LearnedReward
 
 ENV_ID = "rlhf_envs/HalfCheetah-v0"
@@ -192,3 +192,39 @@ def test_copies_keep_the_arguments() -> None:
     for clone in (copy.deepcopy(env), pickle.loads(pickle.dumps(env))):
         assert (clone.reward_name, clone.horizon, clone.frame_width) == ("forward", 7, 3.0)
         assert clone._ctrl_cost_weight == 0.5
+
+
+class Gait:
+    """An open-loop gait: each joint a sine of period 6 steps, the front leg half a cycle behind (it runs
+    about 3 m forward in 100 steps)."""
+
+    def __init__(self) -> None:
+        self.step = 0
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        self.step += 1
+        phase = 2 * np.pi * self.step / 6 - np.array([0, 1, 2, np.pi, np.pi + 1, np.pi + 2])
+        return np.sin(phase).astype(np.float32)
+
+
+def test_run_episode_reports_both_returns_and_the_exit_under_any_reward() -> None:
+    """A running cheetah exits the frame: under the lecture's reward the episode ends there with the
+    bonus, under the forward reward it goes on, and both reports agree on when it exited."""
+    lecture = gym.make(ENV_ID, horizon=100, frame_width=2.0)
+    forward = gym.make(ENV_ID, reward="forward", horizon=100, frame_width=2.0)
+    ended, went_on = (run_episode(env, Gait(), seed=3) for env in (lecture, forward))
+    assert ended.exited and ended.exit_step == went_on.exit_step == ended.steps < 100
+    assert went_on.steps == 100 and went_on.final_x > ended.final_x > 1.0
+    # The bonus 10 (N - n), plus at most 1 per earlier upright step.
+    assert 10 * (100 - ended.steps) <= ended.lecture_return <= 10 * (100 - ended.steps) + ended.steps - 1
+    assert ended.forward_return > 0
+    still = run_episode(gym.make(ENV_ID, horizon=20), lambda obs: ZERO, seed=0)
+    assert not still.exited and still.exit_step is None and still.lecture_return == 20.0
+    with pytest.raises(ValueError, match="rgb_array"):
+        run_episode(lecture, lambda obs: ZERO, frames=2)
+
+
+def test_run_episode_keeps_the_first_frames() -> None:
+    env = gym.make(ENV_ID, horizon=5, render_mode="rgb_array", width=32, height=24)
+    report = run_episode(env, lambda obs: ZERO, seed=0, frames=3)
+    assert len(report.frames) == 3 and report.frames[0].shape == (24, 32, 3)

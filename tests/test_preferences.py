@@ -334,3 +334,62 @@ def test_preference_trainer_runs_the_loop_with_ppo(tmp_path, kind: str) -> None:
     )
     again.train()
     assert len(again.comparisons) == 12 and len(store) == 12
+
+
+def test_rounds_end_on_their_share_of_the_steps_when_the_agent_overshoots() -> None:
+    """An agent that trains in whole rollouts overshoots a round's share; the rounds still add up to
+    what one learn(total_timesteps) takes, and rollouts use the given rollout policy."""
+    from agents import PPO
+
+    reward_model = TrajectoryRewardModel(
+        gym.spaces.Box(-np.inf, np.inf, (4,)), gym.spaces.Discrete(2), TrajectoryRewardConfig(epochs=1)
+    )
+    agent = make_agent("agents", reward_model)  # rollouts of 64 steps
+    calls = []
+
+    def rollout_policy(obs: np.ndarray) -> int:
+        calls.append(obs)
+        return 0
+
+    config = PreferenceConfig(
+        total_timesteps=160, num_rounds=4, label_budget=8, segment_length=5, rollout_steps=30, seed=0
+    )
+    trainer = PreferenceTrainer(
+        agent,
+        gym.make("CartPole-v1"),
+        reward_model,
+        SyntheticLabeler(seed=0),
+        config=config,
+        rollout_policy=rollout_policy,
+    )
+    trainer.train()
+    single = PPO(gym.make("CartPole-v1"), device="cpu", num_envs=2, n_steps=32, batch_size=64, n_epochs=1)
+    single.learn(160, progress_bar=False)
+    assert agent.num_timesteps == trainer.timesteps == single.num_timesteps == 192
+    assert len(calls) == 4 * 30
+
+
+def test_disagreement_queries_follow_the_fitted_ensemble() -> None:
+    """Before the first fit pairs are uniform; once the ensemble is fitted, the trainer asks the pairs
+    its members disagree on most (600 candidates cover all 66 pairs of 12 segments)."""
+    reward_model = TrajectoryRewardModel(
+        gym.spaces.Box(-np.inf, np.inf, (4,)), gym.spaces.Discrete(2), TrajectoryRewardConfig(epochs=3)
+    )
+    segments = collect_segments(gym.make("CartPole-v1"), None, 60, 5, seed=1)[:12]
+    trainer = PreferenceTrainer(
+        make_agent("agents", reward_model),
+        gym.make("CartPole-v1"),
+        reward_model,
+        SyntheticLabeler(seed=0),
+        config=PreferenceConfig(
+            label_budget=6, num_rounds=1, segment_length=5, oversample=200, rollout_steps=60, seed=0
+        ),
+    )
+    trainer.start()
+    trainer.run_round(0)  # uniform pairs, then the first fit
+    returns = reward_model.member_returns(segments)
+    probability = 1 / (1 + np.exp(-(returns[:, :, None] - returns[:, None, :])))
+    variance = probability.var(axis=0)
+    top = sorted((variance[i, j] for i, j in itertools.combinations(range(12), 2)), reverse=True)
+    asked = trainer._choose_pairs(segments, 3)
+    assert [variance[i, j] for i, j in asked.tolist()] == pytest.approx(top[:3])

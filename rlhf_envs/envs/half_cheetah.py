@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
+import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
@@ -234,3 +237,51 @@ class HalfCheetah(HalfCheetahEnv):
         if not np.isfinite(array).all():
             raise ValueError(f"action must be finite, got {action!r}")
         return array.astype(self.action_space.dtype)
+
+
+@dataclass
+class EpisodeReport:
+    """One HalfCheetah episode scored by both rewards, whichever reward the env paid.
+
+    ``exit_step`` is the step :math:`n` at which the cheetah first left the frame to the right (``None``
+    if it never did); under the lecture's reward the episode ends there, under the forward reward it
+    goes on. ``frames`` holds the first renderings asked for.
+    """
+
+    lecture_return: float
+    forward_return: float
+    steps: int
+    exit_step: int | None
+    final_x: float
+    frames: list[np.ndarray]
+
+    @property
+    def exited(self) -> bool:
+        return self.exit_step is not None
+
+
+def run_episode(
+    env: gym.Env, policy: Callable[[np.ndarray], Any], seed: int | None = None, frames: int = 0
+) -> EpisodeReport:
+    """Run ``policy`` (observation -> action) for one episode of a (wrapped) HalfCheetah and score it.
+
+    Both returns are read from ``info`` (``lecture_reward``, ``forward_reward``), so the report is the
+    same whether the env pays the lecture's, the forward or a learned reward. ``frames`` > 0 keeps that
+    many ``env.render()`` images from the start (the env needs ``render_mode="rgb_array"``).
+    """
+    if frames and env.render_mode != "rgb_array":
+        raise ValueError(f"frames > 0 needs render_mode='rgb_array', the env has {env.render_mode!r}")
+    obs, _ = env.reset(seed=seed)
+    images = [env.render()] if frames else []
+    lecture = forward = 0.0
+    exit_step, done, info = None, False, {}
+    while not done:
+        obs, _, terminated, truncated, info = env.step(policy(obs))
+        lecture += float(info["lecture_reward"])
+        forward += float(info["forward_reward"])
+        if exit_step is None and info["exited"]:
+            exit_step = int(info["step"])
+        if len(images) < frames:
+            images.append(env.render())
+        done = terminated or truncated
+    return EpisodeReport(lecture, forward, int(info["step"]), exit_step, float(info["x_position"]), images)

@@ -140,6 +140,9 @@ class PreferenceTrainer:
             and its ``collect`` returns the labels the store held before.
         config: the loop's settings.
         callback: called with each ``RoundReport`` (e.g. to evaluate or log).
+        rollout_policy: observation -> action for the rollouts segments are cut from; by default the
+            agent's ``predict`` (give one when the agent acts on transformed observations, such as an
+            SB3 model behind ``VecNormalize``).
     """
 
     def __init__(
@@ -151,8 +154,10 @@ class PreferenceTrainer:
         store: PreferenceStore | None = None,
         config: PreferenceConfig | None = None,
         callback: Callable[[RoundReport], None] | None = None,
+        rollout_policy: Callable[[Any], Any] | None = None,
     ) -> None:
         self.agent = agent
+        self.rollout_policy = rollout_policy
         self.env = env
         self.reward_model = reward_model
         self.labeler = labeler
@@ -181,6 +186,8 @@ class PreferenceTrainer:
 
     def policy(self, observation: Any) -> Any:
         """The agent's action for one observation, as rollouts take it."""
+        if self.rollout_policy is not None:
+            return self.rollout_policy(observation)
         return self.agent.predict(observation, deterministic=self.config.deterministic_rollouts)[0]
 
     def query(self, segments: list[Segment], count: int) -> int:
@@ -261,15 +268,25 @@ class PreferenceTrainer:
         return PreferenceCallback(self)
 
     def train(self) -> list[RoundReport]:
-        """Run every round (rollout, query, label, refit, train the policy); returns their reports."""
+        """Run every round (rollout, query, label, refit, train the policy); returns their reports.
+
+        Round r trains the agent up to r + 1 shares of ``total_timesteps``. An agent that counts its
+        steps (``num_timesteps``) and trains in whole rollouts overshoots a share; the next round
+        trains only to its own share, so the total is what one ``learn(total_timesteps)`` would take.
+        """
         config = self.config
-        steps = np.diff(np.linspace(0, config.total_timesteps, config.num_rounds + 1).round()).astype(int)
+        ends = np.linspace(0, config.total_timesteps, config.num_rounds + 1)[1:].round().astype(int)
+        first_step = getattr(self.agent, "num_timesteps", None)
         self.start()
         reports = []
-        for round_index, round_steps in enumerate(steps):
+        for round_index, end in enumerate(ends):
             report = self.run_round(round_index)
-            self.agent.learn(int(round_steps), **self._learn_kwargs)
-            self.timesteps += int(round_steps)
+            if end > self.timesteps:
+                self.agent.learn(int(end - self.timesteps), **self._learn_kwargs)
+            if first_step is None:
+                self.timesteps = int(end)
+            else:
+                self.timesteps = int(self.agent.num_timesteps - first_step)
             reports.append(report)
             if self.callback is not None:
                 self.callback(report)
