@@ -1,14 +1,14 @@
 """Preference learning against the true reward: PPO's true return on a learned reward vs on the true one.
 
-For each env and seed, SB3's PPO trains twice with the same steps: on the env's true reward (the
+On the car, for each seed, SB3's PPO trains twice with the same steps: on the env's true reward (the
 anchor), and on a reward model learned from synthetic preferences inside ``PreferenceTrainer``.
 Both are scored by the true return of greedy rollouts; the script prints the ratio learned / true,
-the labels used, and on CarDriving the share of safe arrivals.
+the labels used and the share of safe arrivals.
 
-Goals (issue 6): CarDriving >= 90% safe arrivals with <= 500 labels; HalfCheetah >= 80% of the
-true-reward PPO's return with <= 1,000 labels.
+Goal (issue 6): CarDriving >= 90% safe arrivals with <= 500 labels. HalfCheetah has its own
+benchmark, ``benchmarks/preferences_half_cheetah.py`` (Christiano et al.'s setting, 1M steps).
 
-    python benchmarks/preferences.py                                   # both envs, defaults below
+    python benchmarks/preferences.py                                   # defaults below
     python benchmarks/preferences.py --envs car --steps 50000 --seeds 0 1
 """
 
@@ -32,7 +32,6 @@ from rlhf_envs.rewards import LearnedReward, TrajectoryRewardConfig, TrajectoryR
 SETUPS = {
     # Segments are whole drives (the horizon, 50): arriving safely is a property of a drive.
     "car": ("rlhf_envs/CarDriving-v0", {}, 500, 50, 50_000, {"n_steps": 256, "batch_size": 256}),
-    "cheetah": ("rlhf_envs/HalfCheetah-v0", {"reward": "forward"}, 1_000, 50, 300_000, {}),
 }
 
 
@@ -106,10 +105,9 @@ def run(name: str, steps: int, seeds: list[int], episodes: int) -> None:
             f"learned-reward PPO return {learned_return:.1f}, ratio {ratio:.2f}, "
             f"labels {len(trainer.comparisons)}, last held-out accuracy "
             f"{reports[-1].fit.val_accuracy or float('nan'):.2f}, "
-            f"time ratio learned / true {learned_seconds / anchor_seconds:.2f}"
+            f"time ratio learned / true {learned_seconds / anchor_seconds:.2f}, "
+            f"safe arrivals {learned_safe:.0%} (true-reward PPO {true_safe:.0%})"
         )
-        if name == "car":
-            line += f", safe arrivals {learned_safe:.0%} (true-reward PPO {true_safe:.0%})"
         print(line, flush=True)
 
 
