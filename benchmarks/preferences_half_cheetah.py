@@ -117,6 +117,41 @@ def evaluate(policy: Callable[[np.ndarray], Any], score: str, episodes: int, see
     }
 
 
+def what_the_reward_pays(
+    reward_model: TrajectoryRewardModel, score: str, policy: Callable, seed: int
+) -> dict:
+    """What the learned reward follows: its correlation, over 1,000 steps each of random actions and of the
+    trained policy (sampling), with the forward velocity and with being upright, and its mean per step
+    upright and not (the lecture's +1)."""
+    env = make_env(score)
+    env.action_space.seed(seed)
+    obs_rows, actions, velocity, upright = [], [], [], []
+    for act in (lambda obs: env.action_space.sample(), policy):
+        obs, _ = env.reset(seed=20_000 + seed)
+        for _ in range(1_000):
+            action = act(obs)
+            obs_rows.append(obs)
+            actions.append(action)
+            obs, _, terminated, truncated, info = env.step(action)
+            velocity.append(info["x_velocity"])
+            upright.append(info["upright"])
+            if terminated or truncated:
+                obs, _ = env.reset()
+    reward = reward_model(np.array(obs_rows), np.array(actions))
+    velocity, upright = np.array(velocity), np.array(upright, dtype=float)
+
+    def correlation(values: np.ndarray) -> float | None:
+        return float(np.corrcoef(reward, values)[0, 1]) if values.std() > 0 else None
+
+    return {
+        "correlation_with_forward_velocity": correlation(velocity),
+        "correlation_with_upright": correlation(upright),
+        "mean_reward_upright": float(reward[upright == 1].mean()) if upright.any() else None,
+        "mean_reward_not_upright": float(reward[upright == 0].mean()) if (upright == 0).any() else None,
+        "upright_share": float(upright.mean()),
+    }
+
+
 class OursAgent:
     """``agents.PPO`` (fast configuration) on HalfCheetahs paying ``reward_model`` or the true score,
     trained in rounds with the learning-rate schedule of one ``learn(steps)`` call."""
@@ -203,7 +238,7 @@ def run(agent_name: str, kind: str, score: str, steps: int, seed: int) -> dict[s
         print(f"  {agent_name} {kind} {score} seed {seed}: {entry}", flush=True)
 
     config = PreferenceConfig(total_timesteps=steps, seed=seed, **PREFERENCES)
-    labels = 0
+    labels, extra = 0, {}
     if kind == "learned":
         trainer = PreferenceTrainer(
             agent.model,
@@ -217,6 +252,7 @@ def run(agent_name: str, kind: str, score: str, steps: int, seed: int) -> dict[s
         )
         agent.learn_with(trainer)
         labels = len(trainer.comparisons)
+        extra = {"learned_reward": what_the_reward_pays(reward_model, score, trainer.policy, seed)}
     else:
         # The anchor is evaluated at the same points as the learned runs' rounds.
         ends = np.linspace(0, steps, config.num_rounds + 1)[1:].round().astype(int)
@@ -240,6 +276,7 @@ def run(agent_name: str, kind: str, score: str, steps: int, seed: int) -> dict[s
         "wall_s": round(wall, 1),
         "load_average": os.getloadavg(),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        **extra,
     }
 
 
