@@ -1,12 +1,19 @@
-"""Our PPO against Stable-Baselines3's PPO on HalfCheetah, same env, hyperparameters, steps and seeds.
+"""Our PPO (fast preset) against Stable-Baselines3's PPO (rl-zoo3's hyperparameters) on HalfCheetah.
 
-Both use rl-baselines3-zoo's tuned HalfCheetah-v3 hyperparameters (hyperparams/ppo.yml: 1 env,
+SB3 runs rl-baselines3-zoo's tuned HalfCheetah-v3 hyperparameters (hyperparams/ppo.yml: 1 env,
 n_steps 512, batch 64, 20 epochs, lr 2.0633e-5, γ 0.98, λ 0.92, clip 0.1, observation and
-reward normalization, 256-256 ReLU networks, log-std −2). The zoo reports 5819 ± 664 for SB3's
-PPO on HalfCheetah-v3 at 1M steps. The env is gymnasium's forward reward through
-``rlhf_envs/HalfCheetah-v0`` (``reward="forward"``). Each trained agent is evaluated
-deterministically on ``--eval-episodes`` episodes; the script prints both mean final returns,
-their ratio (ours / SB3) and the wall-time ratio (ours / SB3), all measured in this process.
+reward normalization, 256-256 ReLU networks, log-std −2; the zoo reports 5819 ± 664 at 1M
+steps); ours runs ``--preset`` of ``rlhf-envs train`` (``fast`` by default, ``zoo`` for the
+like-for-like run). The env is gymnasium's forward reward through ``rlhf_envs/HalfCheetah-v0``
+(``reward="forward"``), the same steps and seeds for both.
+
+Each (method, seed) run is written to ``--records/<method>_seed<k>.json`` as soon as it ends:
+the final return (deterministic, ``--eval-episodes`` episodes), the wall time of training alone,
+and the learning curve (deterministic evaluation of ``--curve-episodes`` episodes every
+``--eval-every`` env steps, its time excluded from the wall time for both methods). Runs whose
+record exists are skipped, so a killed benchmark resumes where it stopped. Then the script prints
+mean ± std of both methods and the ratios (return ours / SB3, wall time ours / SB3), writes them
+to ``benchmarks/results/ppo_half_cheetah.json`` and plots both curves (mean ± std over seeds).
 
     python benchmarks/ppo_half_cheetah.py --steps 1000000 --seeds 0 1 2
 """
@@ -14,62 +21,35 @@ their ratio (ours / SB3) and the wall-time ratio (ours / SB3), all measured in t
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import datetime
+import json
+import os
 import time
+from collections.abc import Callable
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
+from record import RESULTS_DIR, write_result
 
 import rlhf_envs  # noqa: F401  (registers the env ids)
 from agents import PPO
-from agents.train_cli import HYPERPARAMETERS
+from agents.train_cli import hyperparameters
+from rlhf_envs.device import resolve_device
 
 ENV_ID = "rlhf_envs/HalfCheetah-v0"
 ENV_KWARGS = dict(reward="forward")
+METHODS = ("ours", "sb3")
+FIGURE = Path(__file__).resolve().parent.parent / "docs" / "images" / "ppo_half_cheetah.png"
+
+Predict = Callable[[np.ndarray], np.ndarray]
 
 
-def train_ours(steps: int, seed: int) -> tuple[PPO, float]:
-    config = HYPERPARAMETERS[("ppo", ENV_ID)]
-    start = time.perf_counter()
-    agent = PPO(gym.make(ENV_ID, **ENV_KWARGS), device="cpu", seed=seed, **config)
-    agent.learn(steps, progress_bar=False)
-    return agent, time.perf_counter() - start
-
-
-def train_sb3(steps: int, seed: int):
-    from stable_baselines3 import PPO as SB3PPO
-    from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.vec_env import VecNormalize
-
-    start = time.perf_counter()
-    env = VecNormalize(make_vec_env(ENV_ID, n_envs=1, seed=seed, env_kwargs=ENV_KWARGS), gamma=0.98)
-    agent = SB3PPO(
-        "MlpPolicy",
-        env,
-        n_steps=512,
-        batch_size=64,
-        n_epochs=20,
-        learning_rate=2.0633e-05,
-        gamma=0.98,
-        gae_lambda=0.92,
-        clip_range=0.1,
-        ent_coef=0.000401762,
-        vf_coef=0.58096,
-        max_grad_norm=0.8,
-        policy_kwargs=dict(
-            log_std_init=-2,
-            ortho_init=False,
-            activation_fn=torch.nn.ReLU,
-            net_arch=dict(pi=[256, 256], vf=[256, 256]),
-        ),
-        seed=seed,
-        device="cpu",
-    )
-    agent.learn(steps)
-    return agent, time.perf_counter() - start
-
-
-def evaluate(predict, episodes: int, seed: int) -> float:
+def evaluate(predict: Predict, episodes: int, seed: int) -> float:
     """Mean undiscounted return of ``predict(obs) -> action`` over ``episodes`` full episodes."""
     env = gym.make(ENV_ID, **ENV_KWARGS)
     returns = []
@@ -78,51 +58,273 @@ def evaluate(predict, episodes: int, seed: int) -> float:
         total, done = 0.0, False
         while not done:
             obs, reward, terminated, truncated, _ = env.step(predict(obs))
-            total += reward
+            total += float(reward)
             done = terminated or truncated
         returns.append(total)
     return float(np.mean(returns))
 
 
-def sb3_predictor(agent):
-    normalizer = agent.get_env()
+class LearningCurve:
+    """Deterministic evaluations every ``every`` env steps, timed apart from training."""
 
-    def predict(obs):
-        return agent.predict(normalizer.normalize_obs(obs[None]), deterministic=True)[0][0]
+    def __init__(self, every: int, episodes: int, seed: int) -> None:
+        self.every, self.episodes, self.seed = every, episodes, seed
+        self.points: list[tuple[int, float]] = []
+        self.eval_seconds = 0.0
+        self._next = 0
 
-    return predict
+    def maybe_evaluate(self, step: int, predict: Predict) -> None:
+        """Evaluate once ``step`` reached the next multiple of ``every`` (step 0 included)."""
+        if step >= self._next:
+            self.add(step, predict, self.episodes)
+            self._next = (step // self.every + 1) * self.every
+
+    def add(self, step: int, predict: Predict, episodes: int) -> float:
+        start = time.perf_counter()
+        mean_return = evaluate(predict, episodes, self.seed)
+        self.eval_seconds += time.perf_counter() - start
+        self.points.append((step, mean_return))
+        return mean_return
+
+
+class CurvePPO(PPO):
+    """Our PPO, evaluated on the learning curve before each rollout."""
+
+    def __init__(self, *args: Any, curve: LearningCurve, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.curve = curve
+
+    def _collect_rollout(self) -> None:
+        self.curve.maybe_evaluate(self.num_timesteps, lambda obs: self.predict(obs)[0])
+        super()._collect_rollout()
+
+
+def train_ours(config: dict[str, Any], steps: int, seed: int, device: str, curve: LearningCurve) -> Predict:
+    agent = CurvePPO(gym.make(ENV_ID, **ENV_KWARGS), device=device, seed=seed, curve=curve, **config)
+    agent.learn(steps, progress_bar=False)
+    return lambda obs: agent.predict(obs)[0]
+
+
+#: rl-baselines3-zoo's hyperparams/ppo.yml for HalfCheetah-v3 (normalize: true, n_envs: 1).
+SB3_ZOO = dict(
+    n_steps=512,
+    batch_size=64,
+    n_epochs=20,
+    learning_rate=2.0633e-05,
+    gamma=0.98,
+    gae_lambda=0.92,
+    clip_range=0.1,
+    ent_coef=0.000401762,
+    vf_coef=0.58096,
+    max_grad_norm=0.8,
+)
+
+
+SB3_ZOO_POLICY = dict(
+    policy="256-256 ReLU actor and critic, log_std_init -2, ortho_init False",
+    normalization="VecNormalize(gamma=0.98): observations and rewards",
+)
+
+
+def train_sb3(steps: int, seed: int, device: str, curve: LearningCurve) -> Predict:
+    from stable_baselines3 import PPO as SB3PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    def predictor(agent: SB3PPO) -> Predict:
+        normalizer = agent.get_env()  # VecNormalize: normalize_obs reads its statistics, never updates them
+        return lambda obs: agent.predict(normalizer.normalize_obs(obs[None]), deterministic=True)[0][0]
+
+    class CurveCallback(BaseCallback):
+        def _on_rollout_start(self) -> None:
+            curve.maybe_evaluate(self.num_timesteps, predictor(self.model))
+
+        def _on_step(self) -> bool:
+            return True
+
+    env = VecNormalize(make_vec_env(ENV_ID, n_envs=1, seed=seed, env_kwargs=ENV_KWARGS), gamma=0.98)
+    agent = SB3PPO(
+        "MlpPolicy",
+        env,
+        **SB3_ZOO,
+        policy_kwargs=dict(
+            log_std_init=-2,
+            ortho_init=False,
+            activation_fn=torch.nn.ReLU,
+            net_arch=dict(pi=[256, 256], vf=[256, 256]),
+        ),
+        seed=seed,
+        device=device,
+    )
+    agent.learn(steps, callback=CurveCallback())
+    return predictor(agent)
+
+
+def jsonable(value: Any) -> Any:
+    """Config values as JSON: schedules as their fields, tuples as lists."""
+    if dataclasses.is_dataclass(value):
+        return {"schedule": type(value).__name__, **dataclasses.asdict(value)}
+    if isinstance(value, dict):
+        return {key: jsonable(item) for key, item in value.items()}
+    if isinstance(value, tuple | list):
+        return [jsonable(item) for item in value]
+    return value
+
+
+def run_record(method: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Train and evaluate one (method, seed) run; its record."""
+    curve = LearningCurve(args.eval_every, args.curve_episodes, seed)
+    load_before = os.getloadavg()
+    start = time.perf_counter()
+    if method == "ours":
+        config = hyperparameters("ppo", ENV_ID, args.preset)
+        predict = train_ours(config, args.steps, seed, args.device, curve)
+        settings = {"preset": args.preset, "config": jsonable(config)}
+    else:
+        predict = train_sb3(args.steps, seed, args.device, curve)
+        settings = {"preset": "rl-zoo3", "config": SB3_ZOO | SB3_ZOO_POLICY}
+    train_seconds = time.perf_counter() - start - curve.eval_seconds
+    final_return = curve.add(args.steps, predict, args.eval_episodes)
+    return {
+        "method": method,
+        "seed": seed,
+        "steps": args.steps,
+        "device": str(resolve_device(args.device)),
+        "threads": args.threads,
+        **settings,
+        "final_return": final_return,
+        "eval_episodes": args.eval_episodes,
+        "train_seconds": train_seconds,
+        "curve": {"episodes": args.curve_episodes, "points": curve.points},
+        "load_average_1min": {"start": load_before[0], "end": os.getloadavg()[0]},
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def load_or_run(method: str, seed: int, args: argparse.Namespace) -> dict[str, Any] | None:
+    """The run's record: read back if written earlier, else trained now (None with ``--no-train``)."""
+    path = args.records / f"{method}_seed{seed}.json"
+    if path.exists():
+        record = json.loads(path.read_text())
+        if record["steps"] != args.steps:
+            raise ValueError(
+                f"{path} is a {record['steps']}-step run, not {args.steps}: pass another --records folder"
+            )
+        if method == "ours" and record["preset"] != args.preset:
+            raise ValueError(f"{path} ran preset {record['preset']!r}, not {args.preset!r}")
+        return record
+    if args.no_train:
+        return None
+    record = run_record(method, seed, args)
+    args.records.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".json.tmp")
+    partial.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(partial, path)  # a killed run leaves no half-written record behind
+    print(
+        f"{method} seed {seed}: return {record['final_return']:.1f}, "
+        f"training {record['train_seconds']:.0f} s",
+        flush=True,
+    )
+    return record
+
+
+def summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+    returns = np.array([record["final_return"] for record in records])
+    seconds = np.array([record["train_seconds"] for record in records])
+    return {
+        "seeds": [record["seed"] for record in records],
+        "final_return_mean": float(returns.mean()),
+        "final_return_std": float(returns.std()),
+        "final_returns": returns.tolist(),
+        "train_seconds_mean": float(seconds.mean()),
+        "train_seconds_std": float(seconds.std()),
+        "train_seconds": seconds.tolist(),
+    }
+
+
+def plot_curves(records: dict[str, list[dict[str, Any]]], path: Path, steps: int, preset: str) -> Path:
+    """Both methods' evaluation curves, mean ± std over seeds, into one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = {"ours": f"ours ({preset} preset)", "sb3": "SB3 (rl-zoo3 hyperparameters)"}
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for method, runs in records.items():
+        if not runs:
+            continue
+        length = min(len(run["curve"]["points"]) for run in runs)
+        points = np.array([run["curve"]["points"][:length] for run in runs])  # (seeds, points, 2)
+        x, returns = points[0, :, 0], points[:, :, 1]
+        mean, std = returns.mean(0), returns.std(0)
+        axes.plot(x, mean, label=f"{labels[method]}, {len(runs)} seeds")
+        axes.fill_between(x, mean - std, mean + std, alpha=0.25)
+    axes.set_xlabel("env steps")
+    axes.set_ylabel("return (deterministic evaluation)")
+    axes.set_title(f"HalfCheetah, forward reward, {steps:,} steps")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="upper left")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1_000_000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--eval-episodes", type=int, default=5)
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--preset", default="fast", help="our PPO's preset in rlhf-envs train's table")
+    parser.add_argument("--eval-episodes", type=int, default=10, help="episodes of the final evaluation")
+    parser.add_argument("--eval-every", type=int, default=50_000, help="env steps between curve points")
+    parser.add_argument("--curve-episodes", type=int, default=3, help="episodes per curve point")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (both methods)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the same for both)")
+    parser.add_argument(
+        "--records", type=Path, default=RESULTS_DIR / "ppo_half_cheetah", help="one JSON per finished run"
+    )
+    parser.add_argument("--no-train", action="store_true", help="only summarize the records written so far")
+    parser.add_argument("--figure", type=Path, default=FIGURE, help="the learning curves' PNG")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    rows = []
+    # Seed by seed, both methods in turn: the machine's load (shared, changing) falls on both alike,
+    # and a benchmark stopped early leaves pairs.
+    records: dict[str, list[dict[str, Any]]] = {method: [] for method in args.methods}
     for seed in args.seeds:
-        ours, ours_time = train_ours(args.steps, seed)
-        ours_return = evaluate(lambda obs, agent=ours: agent.predict(obs)[0], args.eval_episodes, seed)
-        sb3, sb3_time = train_sb3(args.steps, seed)
-        sb3_return = evaluate(sb3_predictor(sb3), args.eval_episodes, seed)
-        rows.append((ours_return, sb3_return, ours_time, sb3_time))
-        print(
-            f"seed {seed}: return ours {ours_return:.1f} / SB3 {sb3_return:.1f}; "
-            f"wall time ours/SB3 {ours_time / sb3_time:.3f}",
-            flush=True,
-        )
-    ours_returns, sb3_returns, ours_times, sb3_times = map(np.array, zip(*rows, strict=True))
-    print(f"steps {args.steps}, seeds {args.seeds}, {args.eval_episodes} evaluation episodes each")
-    print(
-        f"mean final return: ours {ours_returns.mean():.1f} ± {ours_returns.std():.1f}, "
-        f"SB3 {sb3_returns.mean():.1f} ± {sb3_returns.std():.1f}"
-    )
-    ratio = ours_returns.mean() / sb3_returns.mean() if sb3_returns.mean() != 0 else float("nan")
-    print(f"return ratio ours/SB3: {ratio:.3f} (goal >= 1; anchor: zoo SB3 5819 ± 664 at 1M steps)")
-    print(f"wall-time ratio ours/SB3: {ours_times.sum() / sb3_times.sum():.3f} (goal <= 1)")
+        for method in args.methods:
+            record = load_or_run(method, seed, args)
+            if record is not None:
+                records[method].append(record)
+
+    figures: dict[str, Any] = {"steps": args.steps, "env": ENV_ID, "env_kwargs": ENV_KWARGS}
+    figures |= {"eval_episodes": args.eval_episodes, "curve_every": args.eval_every}
+    figures["complete"] = all(len(records[method]) == len(args.seeds) for method in args.methods)
+    for method, runs in records.items():
+        if runs:
+            figures[method] = summary(runs)
+            print(
+                f"{method}: final return {figures[method]['final_return_mean']:.1f} ± "
+                f"{figures[method]['final_return_std']:.1f}, training "
+                f"{figures[method]['train_seconds_mean']:.0f} ± {figures[method]['train_seconds_std']:.0f} s "
+                f"({len(runs)} seeds)"
+            )
+    if records.get("ours") and records.get("sb3"):
+        ours, sb3 = figures["ours"], figures["sb3"]
+        figures["return_ratio"] = ours["final_return_mean"] / sb3["final_return_mean"]
+        figures["wall_time_ratio"] = ours["train_seconds_mean"] / sb3["train_seconds_mean"]
+        print(f"return ratio ours/SB3: {figures['return_ratio']:.3f} (goal >= 1)")
+        print(f"wall-time ratio ours/SB3: {figures['wall_time_ratio']:.3f} (goal <= 0.5)")
+    figures["versions"] = {name: version(name) for name in ("stable-baselines3", "gymnasium", "mujoco")}
+    figures["versions"]["torch"] = torch.__version__
+    path = write_result("ppo_half_cheetah", figures, notes="wall time: training only, evaluations excluded")
+    print(f"results: {path}")
+    if any(records.values()):
+        print(f"learning curves: {plot_curves(records, args.figure, args.steps, args.preset)}")
 
 
 if __name__ == "__main__":
