@@ -251,6 +251,8 @@ class TokenActorCritic(nn.Module):
         self._last_obs: torch.Tensor | None = None
         self._last_action: torch.Tensor | None = None
         self._positions: torch.Tensor | None = None
+        # The window's last columns that some episode has tokens in: attention skips the others.
+        self._live_columns = 0
         self._env: PackedTokenObservations | None = None
         self._shard: tuple[int, int, torch.Generator] | None = None
 
@@ -336,15 +338,16 @@ class TokenActorCritic(nn.Module):
             expected = torch.cat([self._last_obs[:, 1:], self._last_action[:, None]], dim=1)
             rows = (obs != expected).any(-1).nonzero()[:, 0]
             rows = rows if len(rows) else None
-        width = obs.shape[1]
+        # Every episode has one token more, in one more column at most (the window's width at most).
+        self._live_columns = min(self._live_columns + 1, obs.shape[1])
         for layer in self._cache.layers:  # the window slides by one: its oldest column is always padding
-            layer.slide(width - 1)
+            layer.slide(self._live_columns - 1)
         from rlhf_envs.lm.tokens import decoding_mask  # with transformers, once an LM policy exists
 
         output = self._backbone(
             input_ids=self._last_action[:, None],
             # A prepared mask: given a 2-D one, transformers would check it for padding on the host.
-            attention_mask=decoding_mask(self.language_model, (obs >= 0).long()),
+            attention_mask=decoding_mask(self.language_model, (obs[:, -self._live_columns :] >= 0).long()),
             position_ids=self._positions[:, None],
             cache=self._cache,
             use_cache=True,
@@ -366,6 +369,7 @@ class TokenActorCritic(nn.Module):
             WindowLayer(layer.keys, layer.values, obs.shape[1]) for layer in output.cache.layers
         ]
         self._positions = inputs["position_ids"][:, -1] + 1
+        self._live_columns = inputs["input_ids"].shape[1]
         return output.last_hidden_state[:, -1]
 
     def _prefill_rows(
@@ -376,6 +380,7 @@ class TokenActorCritic(nn.Module):
         for layer, fresh in zip(self._cache.layers, output.cache.layers, strict=True):
             layer.write(rows, fresh.keys, fresh.values)
         self._positions = self._positions.index_copy(0, rows, inputs["position_ids"][:, -1] + 1)
+        self._live_columns = max(self._live_columns, inputs["input_ids"].shape[1])
         return output.last_hidden_state[:, -1]
 
     @torch.no_grad()
