@@ -72,7 +72,9 @@ class HalfCheetah(HalfCheetahEnv):
 
     The frame is the x interval ``[-frame_width / 2, frame_width / 2]`` centred on the start; only leaving
     it to the right counts (leaving to the left neither pays nor ends the episode). Rendering uses
-    Gymnasium's camera, which follows the cheetah, so the frame is a distance, not the picture's edge.
+    Gymnasium's cameras, so the frame is a distance, not the picture's edge: the default camera stays where
+    the cheetah started (a running cheetah leaves the picture within a second or two), ``camera_name="track"``
+    follows it from the side.
 
     With ``reward="forward"`` the reward is Gymnasium's own: forward velocity minus the control cost.
 
