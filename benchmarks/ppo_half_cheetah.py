@@ -320,7 +320,12 @@ def main() -> None:
         print(f"wall-time ratio ours/SB3: {figures['wall_time_ratio']:.3f} (goal <= 0.5)")
     figures["versions"] = {name: version(name) for name in ("stable-baselines3", "gymnasium", "mujoco")}
     figures["versions"]["torch"] = torch.__version__
-    path = write_result("ppo_half_cheetah", figures, notes="wall time: training only, evaluations excluded")
+    notes = (
+        "Wall time: training only, the curve's evaluations excluded. Runs one at a time, 1 torch thread, "
+        "on a machine shared with other sessions' jobs whose load varied during the runs: each record "
+        "holds the 1-minute load average at its start and end."
+    )
+    path = write_result("ppo_half_cheetah", figures, notes=notes)
     print(f"results: {path}")
     if any(records.values()):
         print(f"learning curves: {plot_curves(records, args.figure, args.steps, args.preset)}")
