@@ -3,27 +3,39 @@
 (A) RL rollout, as the token agents run it: the policy (:class:`agents.TokenActorCritic`, a copy of
     the reference model, its own window KV cache) samples each token and steps
     ``TokenVectorEnv(as_tensors=True)``, which scores the reference log-probs (deferred to one pass
-    per finished episode, ``reference_scoring="episode_end"``) and, at the end, the reward model.
+    per finished episode: ``reference_scoring="episode_end"``, the default with ``kl_coef=0``) and,
+    at the end, the reward model.
 (B) Anchor: ``model.generate`` for the same batch and length, then one forward pass of the
     reference model over the whole sequences for log-probs, then the reward model.
 
-Same model, batch, prompts and lengths (exactly ``--new-tokens`` tokens, no early EOS), in one run,
-interleaved; the best of ``--repeats`` timed runs of each counts. Prints tokens/s and A/B (goal >= 0.95).
+Same model, batch, prompts and lengths (exactly ``--new-tokens`` tokens, no early EOS), in one run.
+The timed runs alternate A B B A A B ... (so that a change of the machine's load hits both alike);
+the best of ``--repeats`` runs of each counts. Prints tokens/s and A/B (goal >= 0.95), and records
+the load: the 1-minute load average and the CPU share each side got (CPU seconds of this process
+per wall second: the thread count on an idle machine, less when other jobs take the cores), and
+A/B per CPU second (tokens per CPU second of each side's best run): the cost, whatever the load.
 
     python benchmarks/token_env.py [--model embedded|gpt2-small] [--batch 32] [--threads 1]
-    python benchmarks/token_env.py --suite    # the issue's four settings -> results/token_env.json
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/token_env.py --suite [--suite-threads 1 2] [--suite-models ...]
 
-``gpt2-small`` is a GPT-2-small-size model (12 layers x 768) with random weights built from a config
-and the embedded tokenizer (no download). The machine is shared: repeat runs vary by ~10%.
+``--suite`` measures the issue's four settings and writes each to ``results/token_env.json`` as it
+is done (a later run of some of them replaces those and keeps the others). ``gpt2-small`` is a
+GPT-2-small-size model (12 layers x 768) with random weights built from a config and the embedded
+tokenizer (no download). On a loaded machine set ``OMP_WAIT_POLICY=PASSIVE``: two threads that spin
+at every barrier while other jobs hold the cores run many times slower (both sides, but unevenly).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import statistics
 import time
+from datetime import datetime, timezone
 
 import torch
-from record import write_result
+from record import RESULTS_DIR, write_result
 from transformers import AutoModelForSequenceClassification, GPT2Config, GPT2LMHeadModel
 
 from agents.token_policy import PackedTokenObservations, TokenActorCritic
@@ -33,8 +45,9 @@ from rlhf_envs.lm.loading import load_causal_lm, resolve_model_path
 from rlhf_envs.lm.reward_model import HFRewardModel
 from rlhf_envs.lm.tokens import position_ids, token_logprobs, tokenizer_sides
 
-#: The issue's settings: (model, batch), each at 1 and 2 threads, 48 new tokens.
-SUITE = (("embedded", 32), ("gpt2-small", 16))
+#: The issue's settings: (model, batch, batches of episodes per timed run), each at 1 and 2 threads,
+#: 48 new tokens; a timed run of the GPT-2-small-size model takes ~25 s on one CPU thread.
+SUITE = (("embedded", 32, 2), ("gpt2-small", 16, 1))
 
 
 @torch.inference_mode()
@@ -107,8 +120,8 @@ def load_reference(name: str, device: str):
     return load_causal_lm(model, tokenizer, device=device)
 
 
-def measure(args: argparse.Namespace, model_name: str, batch: int, threads: int) -> dict[str, float]:
-    """Best tokens/s of (A) and (B) over ``args.repeats`` interleaved runs, and A/B."""
+def measure(args: argparse.Namespace, model_name: str, batch: int, threads: int, episodes: int) -> dict:
+    """Best tokens/s of (A) and (B) over ``args.repeats`` interleaved runs, A/B, and the load."""
     torch.set_num_threads(threads)
     reference, tokenizer = load_reference(model_name, args.device)
     policy = TokenActorCritic(reference, tokenizer).to(reference.device)
@@ -121,7 +134,7 @@ def measure(args: argparse.Namespace, model_name: str, batch: int, threads: int)
     prompts = load_prompts(args.prompts)
     generator = torch.Generator().manual_seed(0)
     batch_prompts = [
-        prompts[i] for i in torch.randint(len(prompts), (batch * args.episodes,), generator=generator)
+        prompts[i] for i in torch.randint(len(prompts), (batch * episodes,), generator=generator)
     ]
     config = TokenEnvConfig(
         model=reference,
@@ -136,43 +149,55 @@ def measure(args: argparse.Namespace, model_name: str, batch: int, threads: int)
     env = PackedTokenObservations(TokenVectorEnv(batch, config, as_tensors=True, autoreset_mode="same_step"))
     policy.follow(env)  # as the token agents do: restarts read from the env's host flags
 
-    def timed(run) -> float:
-        start = time.perf_counter()
+    def timed(run) -> tuple[float, float]:
+        """Tokens/s of ``run`` and the CPU share it got (CPU seconds per wall second)."""
+        wall, cpu = time.perf_counter(), time.process_time()
         tokens = run()
         if reference.device.type == "cuda":
             torch.cuda.synchronize()
-        return tokens / (time.perf_counter() - start)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        return tokens / wall, cpu / wall
 
-    def run_a() -> float:
-        return timed(lambda: rollout_through_env(env, policy, args.episodes))
-
-    def run_b() -> float:
-        policy_model = policy.model
-        return timed(
+    sides = {
+        "a": lambda: timed(lambda: rollout_through_env(env, policy, episodes)),
+        "b": lambda: timed(
             lambda: generate_pipeline(
-                policy_model,
-                reference,
-                tokenizer,
-                reward_model,
-                batch_prompts,
-                args.new_tokens,
-                args.episodes,
+                policy.model, reference, tokenizer, reward_model, batch_prompts, args.new_tokens, episodes
             )
-        )
-
-    run_a(), run_b()  # warm-up
-    rates_a, rates_b = [], []
-    for _ in range(args.repeats):  # interleaved, so that load on the machine hits both alike
-        rates_a.append(run_a())
-        rates_b.append(run_b())
-    best_a, best_b = max(rates_a), max(rates_b)
+        ),
+    }
+    sides["a"](), sides["b"]()  # warm-up
+    load_before = os.getloadavg()[0]
+    runs: dict[str, list[tuple[float, float]]] = {"a": [], "b": []}
+    for repeat in range(args.repeats):  # A B, B A, A B...: a drift in the load hits both sides alike
+        for side in "ab" if repeat % 2 == 0 else "ba":
+            runs[side].append(sides[side]())
+    best = {side: max(results) for side, results in runs.items()}  # (tokens/s, its CPU share)
+    ratio = best["a"][0] / best["b"][0]
+    # Tokens per CPU second of the best runs: the cost, whatever share of the cores each run got.
+    cpu_ratio = (best["a"][0] / best["a"][1]) / (best["b"][0] / best["b"][1])
+    paired = [a[0] / b[0] for a, b in zip(runs["a"], runs["b"], strict=True)]
     print(
         f"{model_name:10s} batch {batch:3d} threads {threads} on {reference.device}: "
-        f"(A) env {best_a:8.0f} tok/s  (B) generate+ref+reward {best_b:8.0f} tok/s  "
-        f"A/B = {best_a / best_b:.3f}",
+        f"(A) env {best['a'][0]:8.0f} tok/s  (B) generate+ref+reward {best['b'][0]:8.0f} tok/s  "
+        f"A/B = {ratio:.3f} (paired runs: {', '.join(f'{r:.3f}' for r in paired)}; "
+        f"CPU share A {best['a'][1]:.2f} B {best['b'][1]:.2f}; A/B per CPU second {cpu_ratio:.3f})",
         flush=True,
     )
-    return {"a_tokens_per_s": best_a, "b_tokens_per_s": best_b, "ratio": best_a / best_b}
+    return {
+        "a_tokens_per_s": best["a"][0],
+        "b_tokens_per_s": best["b"][0],
+        "ratio": ratio,
+        "paired_ratios": paired,
+        "median_paired_ratio": statistics.median(paired),
+        "ratio_per_cpu_second": cpu_ratio,
+        "a_cpu_share": best["a"][1],
+        "b_cpu_share": best["b"][1],
+        "load_average_1min": [load_before, os.getloadavg()[0]],
+        # PASSIVE: a thread waiting at a barrier sleeps instead of spinning on a core others need.
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
+        "episodes_per_run": episodes,
+    }
 
 
 def main() -> None:
@@ -184,7 +209,7 @@ def main() -> None:
     parser.add_argument("--prompts", default=str(DEFAULT_PROMPTS_FILE), help="text or JSONL file of prompts")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=48)
-    parser.add_argument("--episodes", type=int, default=2, help="batches per timed run")
+    parser.add_argument("--episodes", type=int, default=2, help="batches of episodes per timed run")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each; the best counts")
     parser.add_argument("--device", default="auto")
     # One thread by default: on a shared CPU a second thread makes every small op wait for a busy core.
@@ -192,21 +217,33 @@ def main() -> None:
     parser.add_argument(
         "--suite", action="store_true", help="the issue's settings; writes results/token_env.json"
     )
+    parser.add_argument(
+        "--suite-threads", type=int, nargs="+", default=[1, 2], help="thread counts of the suite"
+    )
+    parser.add_argument(
+        "--suite-models", nargs="+", default=[row[0] for row in SUITE], help="models of the suite"
+    )
+    parser.add_argument("--load-note", default="", help="what else ran on the machine (for the JSON)")
     args = parser.parse_args()
     if not args.suite:
-        measure(args, args.model, args.batch, args.threads)
+        measure(args, args.model, args.batch, args.threads, args.episodes)
         return
-    figures = {
-        f"{model}_batch{batch}_threads{threads}": measure(args, model, batch, threads)
-        for model, batch in SUITE
-        for threads in (1, 2)
-    }
-    path = write_result(
-        "token_env",
-        figures | {"new_tokens": args.new_tokens, "repeats": args.repeats, "episodes": args.episodes},
-        notes="A/B of tokens/s, best of the repeats, A and B interleaved; the machine is shared with other "
-        "jobs, so figures vary from run to run",
-    )
+    # Each setting is written as soon as it is measured, beside the file's other settings: a suite run
+    # in parts (the thread counts when the machine allows) keeps them all, each with its date and load.
+    results = RESULTS_DIR / "token_env.json"
+    figures = json.loads(results.read_text())["figures"] if results.is_file() else {}
+    for model, batch, episodes in (row for row in SUITE if row[0] in args.suite_models):
+        for threads in args.suite_threads:
+            setting = measure(args, model, batch, threads, episodes)
+            setting |= {"measured": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            figures[f"{model}_batch{batch}_threads{threads}"] = setting | {"load_note": args.load_note}
+            path = write_result(
+                "token_env",
+                figures | {"new_tokens": args.new_tokens, "repeats": args.repeats},
+                notes="A/B of tokens/s, best of the repeats of each side, A and B alternating (A B, B A, "
+                "A B). The load: load_average_1min (before, after) and each best run's CPU share (CPU s "
+                "per wall s; the thread count on an idle machine), and what else ran (load_note).",
+            )
     print(f"wrote {path}")
 
 
