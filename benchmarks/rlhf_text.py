@@ -1,210 +1,406 @@
-"""RLHF on the demo's task: our PPO on the TokenEnv against TRL's RLOO, in one run.
+"""RLHF on the demo's task: our PPO on the TokenEnv against TRL's RLOO and GRPO, at matched KL.
 
-The task is ``rlhf-envs demo``'s: the embedded LM (or ``--model``), a reward model fitted to
-synthetic VADER-sentiment preferences (or ``--reward-model``), held-out prompts. Each trainer gets
-the same number of sampled completions; afterwards both policies are scored on the same held-out
-prompts: the oracle (VADER) gain over the reference, the reward-model gain and KL(π ‖ π_pt).
-Printed: each run's figures and the ratios ours/TRL of oracle gain, of gain per nat of KL and of
-wall time (goal: gain ≥ TRL's, wall time below).
+The task is ``rlhf-envs demo``'s: the embedded LM (or ``--model``), a reward model r_φ fitted to
+synthetic VADER-sentiment preferences (or ``--reward-model``), held-out prompts. Every trainer gets
+the same number of sampled completions (``--iterations`` × ``--batch``) of ``--new-tokens`` tokens,
+sampled as each trains: temperature 1 from the full vocabulary (TRL's ``top_k=0, top_p=1``), and
+one gradient pass over each batch (TRL's ``num_iterations=1``, our ``--ppo-epochs 1``). TRL runs in
+float32 without gradient checkpointing, as ours (TRL's defaults, bf16 autocast and checkpointing,
+are for big models on GPUs and cost time here).
 
-TRL is optional (``pip install trl``; TRL 1.x offers RLOO, its PPO trainer was removed). Without it
-the script says so and compares what it can: the rollout throughput of the TokenEnv against the
-``generate`` pipeline of ``benchmarks/token_env.py``.
+How a trained policy π is measured, the same for every method: ``--samples`` continuations of each
+held-out prompt, sampled from π with its training settings; the oracle (VADER) and r_φ score them;
+KL(π ‖ π_pt) is exact per token, Σ_v π(v|s) (log π(v|s) − log π_pt(v|s)) from both full
+distributions at every sampled prefix s, summed over the continuation (through its EOS). That sum
+is never negative. (A one-sample estimate Σ log π(t) − log π_pt(t) is, per continuation, and its
+mean over few continuations can be: ``k1_kl`` in the JSON shows it beside the exact one.)
 
-    python benchmarks/rlhf_text.py [--model embedded] [--iterations 40] [--batch 64] [--new-tokens 24]
+Protocol (the same tuning budget for each method):
+
+1. each TRL method trains once per pair of ``--learning-rates`` × ``--trl-betas``; its best run
+   (oracle gain) fixes its KL;
+2. ours trains per learning rate with a fixed KL weight β, searched until the exact KLs agree within
+   10% (at most ``--match-attempts`` runs: from ``--beta``, then β × KL_ours / KL_TRL, then the secant
+   of log KL over log β); the best matched run counts. (An adaptive controller's target does not
+   calibrate a short run: its β moves at most 20% per horizon, whatever the target.)
+
+Printed: a table (method, KL, oracle gain, reward-model gain, wall and CPU time of the training)
+and, per TRL method, ours against it at matched KL (goals: oracle gain ≥ TRL's, wall time ≤ 0.8 ×
+TRL's; on a shared machine compare the CPU times, as the runs meet different loads). Every run's figures
+go to ``WORK/runs.jsonl`` as it finishes, so a stopped benchmark continues where it stopped; the
+table to ``benchmarks/results/rlhf_text.json``.
+
+    python benchmarks/rlhf_text.py [--model embedded] [--iterations 60] [--batch 64] [--new-tokens 24]
+        [--learning-rates 3e-5 1e-4] [--trl-betas 0.05] [--work runs/rlhf_text]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
+import dataclasses
+import json
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import transformers
+from record import write_result
+from transformers import GenerationConfig, PreTrainedModel, PrinterCallback
 
-from agents import TokenQLearning
 from rlhf_envs.lm.assets import DEFAULT_PROMPTS_FILE, load_prompts
 from rlhf_envs.lm.loading import load_causal_lm
 from rlhf_envs.lm.reward_model import HFRewardModel
-from rlhf_envs.pipeline import (
-    DemoConfig,
-    collect_labels,
-    demo_token_env,
-    evaluate_samples,
-    fit_reward_model,
-    make_token_ppo,
-    split_prompts,
-)
+from rlhf_envs.lm.tokens import position_ids, tokenizer_sides
+from rlhf_envs.pipeline import DemoConfig, collect_labels, fit_reward_model, make_token_ppo, split_prompts
 from rlhf_envs.preferences.text import TextPreferenceStore
 from rlhf_envs.preferences.text_labelers import SyntheticTextLabeler, VaderSentiment
 
-
-def fit_vader_reward_model(
-    model: str, reference, tokenizer, prompts: list[str], config: DemoConfig, seed: int, work: Path
-):
-    """The demo's steps 1–3: sample pairs, label them with the VADER labeler, fit the reward model."""
-    store = TextPreferenceStore(work / "preferences.jsonl")
-    labeler = SyntheticTextLabeler(VaderSentiment(), beta=config.labeler_beta, seed=seed)
-    collect_labels(store, labeler, reference, tokenizer, prompts, config, seed)
-    fit = fit_reward_model(model, tokenizer, store, config, seed, reference.device)
-    print(f"reward model: held-out accuracy {fit.metrics['eval_accuracy']:.1%}")
-    return fit.reward_model
+TRL_METHODS = ("rloo", "grpo")
+#: Completions per prompt in TRL's groups (RLOO's leave-one-out baseline, GRPO's group statistics).
+NUM_GENERATIONS = 4
+#: Matched KL: the exact KLs of two runs agree within this fraction.
+KL_TOLERANCE = 0.10
 
 
-def run_ours(reference, tokenizer, prompts, reward_model, config: DemoConfig, device, seed: int):
-    agent = make_token_ppo(reference, tokenizer, prompts, reward_model, config, device, seed)
-    start = time.perf_counter()
-    agent.learn(config.iterations * config.batch * config.new_tokens)
-    return agent.policy.model, time.perf_counter() - start
+@dataclass
+class Evaluation:
+    """A policy's held-out figures: means over the sampled continuations."""
+
+    oracle: float
+    reward: float
+    kl: float  # exact Σ_n KL(π(·|s_n) ‖ π_pt(·|s_n)) per continuation
+    k1_kl: float  # the one-sample estimate Σ_n log π(t_n|s_n) − log π_pt(t_n|s_n)
 
 
-def run_q_learning(
-    reference, tokenizer, prompts, reward_model, config: DemoConfig, device, seed: int, beta: float
-):
-    """Token-level soft Q-learning (agents.TokenQLearning) with the same completions budget."""
-    env = demo_token_env(reference, tokenizer, prompts, reward_model, config, device, kl_coef=beta)
-    agent = TokenQLearning(
-        env, device=device, seed=seed, n_steps=config.new_tokens, learning_rate=config.learning_rate
+class Stopwatch:
+    """Wall and CPU seconds (this process, all threads) of a ``with`` block. On a shared machine the
+    CPU seconds are the fairer cost: runs made at different times meet different loads."""
+
+    def __enter__(self) -> Stopwatch:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
+@torch.no_grad()
+def evaluate(
+    model: PreTrainedModel,
+    reference: PreTrainedModel,
+    tokenizer,
+    prompts: list[str],
+    oracle,
+    reward_model,
+    args,
+) -> Evaluation:
+    """Sample ``args.samples`` continuations of each prompt from ``model`` at temperature 1 over the full
+    vocabulary (every method's training setting) and score them (see the module docstring)."""
+    torch.manual_seed(args.seed)
+    sampling = GenerationConfig(  # explicit: a model's own generation config cannot change it
+        do_sample=True,
+        temperature=1.0,
+        top_k=0,
+        top_p=1.0,
+        max_new_tokens=args.new_tokens,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
-    start = time.perf_counter()
-    agent.learn(config.iterations * config.batch * config.new_tokens)
-    return agent.q_net.model, time.perf_counter() - start
+    eos = tokenizer.eos_token_id
+    repeated = [prompt for prompt in prompts for _ in range(args.samples)]
+    completions, kls, k1_kls = [], [], []
+    with tokenizer_sides(tokenizer, padding="left"):
+        for start in range(0, len(repeated), 64):
+            encoded = tokenizer(repeated[start : start + 64], return_tensors="pt", padding=True).to(
+                model.device
+            )
+            sequences = model.generate(**encoded, generation_config=sampling)
+            width = encoded["input_ids"].shape[1]
+            response = sequences[:, width:]
+            # The continuation runs through its first EOS; what follows is padding.
+            is_eos = (response == eos).long()
+            response_mask = (is_eos.cumsum(-1) - is_eos) == 0
+            mask = torch.cat([encoded["attention_mask"], response_mask.long()], dim=1)
+            inputs = {"input_ids": sequences, "attention_mask": mask, "position_ids": position_ids(mask)}
+            policy_logprobs, reference_logprobs = (
+                lm(**inputs).logits[:, width - 1 : -1].float().log_softmax(-1) for lm in (model, reference)
+            )
+            per_token = (policy_logprobs.exp() * (policy_logprobs - reference_logprobs)).sum(-1)
+            kls.append((per_token * response_mask).sum(-1))
+            log_ratio = (policy_logprobs - reference_logprobs).gather(-1, response[..., None])[..., 0]
+            k1_kls.append((log_ratio * response_mask).sum(-1))
+            completions += tokenizer.batch_decode(response, skip_special_tokens=True)
+    oracle_scores = [
+        oracle(prompt, completion) for prompt, completion in zip(repeated, completions, strict=True)
+    ]
+    return Evaluation(
+        oracle=float(np.mean(oracle_scores)),
+        reward=float(reward_model(repeated, completions).float().mean()),
+        kl=float(torch.cat(kls).mean()),
+        k1_kl=float(torch.cat(k1_kls).mean()),
+    )
 
 
-def run_trl(reference, tokenizer, prompts, reward_model, config: DemoConfig, device, seed: int, beta: float):
-    """TRL's RLOO with the same completions budget, completion length, sampling and learning rate."""
+def train_ours(reference, tokenizer, prompts, reward_model, config: DemoConfig, seed: int):
+    """``rlhf-envs demo``'s PPO + adaptive KL on the TokenEnv (deferred reference scoring)."""
+    agent = make_token_ppo(reference, tokenizer, prompts, reward_model, config, reference.device, seed)
+    with Stopwatch() as clock:
+        agent.learn(config.iterations * config.batch * config.new_tokens, progress_bar=False)
+    return agent.policy.model, clock
+
+
+def train_trl(
+    method: str, reference, tokenizer, prompts, reward_model, config: DemoConfig, beta: float, seed: int
+):
+    """TRL's RLOO or GRPO with the same completions budget, length, sampling and learning rate."""
     from datasets import Dataset
-    from trl import RLOOConfig, RLOOTrainer
+    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+    config_class, trainer_class = {"rloo": (RLOOConfig, RLOOTrainer), "grpo": (GRPOConfig, GRPOTrainer)}[
+        method
+    ]
 
     def reward(prompts: list[str], completions: list[str], **_: object) -> list[float]:
         return reward_model(list(prompts), list(completions)).tolist()
 
     with tempfile.TemporaryDirectory() as output_dir:
-        args = RLOOConfig(
+        args = config_class(
             output_dir=output_dir,
             per_device_train_batch_size=config.batch,
-            num_generations=4,
+            num_generations=NUM_GENERATIONS,
             max_completion_length=config.new_tokens,
             max_steps=config.iterations,
             learning_rate=config.learning_rate,
             beta=beta,
             temperature=1.0,
             top_k=0,
-            use_cpu=device.type == "cpu",
+            top_p=1.0,
+            bf16=False,
+            gradient_checkpointing=False,
+            use_cpu=reference.device.type == "cpu",
             report_to="none",
             save_strategy="no",
             logging_steps=max(1, config.iterations // 4),
             seed=seed,
-            disable_tqdm=False,
+            disable_tqdm=True,
         )
-        trainer = RLOOTrainer(
+        trainer = trainer_class(
             model=copy.deepcopy(reference),
             reward_funcs=reward,
             args=args,
             train_dataset=Dataset.from_dict({"prompt": prompts}),
             processing_class=tokenizer,
         )
-        start = time.perf_counter()
-        trainer.train()
-        return trainer.model, time.perf_counter() - start
+        trainer.remove_callback(PrinterCallback)  # its per-step log lines; the benchmark prints its own
+        with Stopwatch() as clock:
+            trainer.train()
+        return trainer.model.eval(), clock
+
+
+class RunLog:
+    """Each finished run's figures, one JSON line each in ``path``: a rerun skips what is done."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.runs: dict[str, dict] = {}
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                record = json.loads(line)
+                self.runs[record["key"]] = record
+
+    def get_or_run(self, key: str, run) -> dict:
+        if key not in self.runs:
+            record = {"key": key, **run()}
+            with self.path.open("a") as file:
+                file.write(json.dumps(record) + "\n")
+                file.flush()
+            self.runs[key] = record
+        return self.runs[key]
+
+
+def fitted_reward_model(args, reference, tokenizer, prompts: list[str], config: DemoConfig, work: Path):
+    """The demo's steps 1–3 (sample pairs, label them with the VADER labeler, fit r_φ), kept in ``work``."""
+    if args.reward_model is not None:
+        return HFRewardModel(args.reward_model, device=reference.device)
+    folder = work / "reward_model"
+    if not (folder / "config.json").is_file():
+        store = TextPreferenceStore(work / "preferences.jsonl", repair=True)
+        labeler = SyntheticTextLabeler(VaderSentiment(), beta=config.labeler_beta, seed=args.seed)
+        collect_labels(store, labeler, reference, tokenizer, prompts, config, args.seed)
+        fit = fit_reward_model(
+            args.model, tokenizer, store, config, args.seed, reference.device, save_to=folder
+        )
+        print(f"reward model: held-out accuracy {fit.metrics['eval_accuracy']:.1%}", flush=True)
+    return HFRewardModel(folder, device=reference.device)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     defaults = DemoConfig()
     parser.add_argument("--model", default="embedded")
-    parser.add_argument("--reward-model", default=None, help="a trained reward model; default: fit one")
+    parser.add_argument(
+        "--reward-model", default=None, help="a trained reward model; default: fit the demo's"
+    )
     parser.add_argument("--iterations", type=int, default=defaults.iterations)
     parser.add_argument("--batch", type=int, default=defaults.batch)
     parser.add_argument("--new-tokens", type=int, default=defaults.new_tokens)
+    parser.add_argument("--learning-rates", type=float, nargs="+", default=[3e-5, 1e-4])
+    parser.add_argument("--trl-betas", type=float, nargs="+", default=[0.05], help="RLOO's and GRPO's KL β")
+    parser.add_argument("--trl-methods", nargs="+", default=list(TRL_METHODS), choices=TRL_METHODS)
     parser.add_argument(
-        "--ppo-epochs", type=int, default=defaults.ppo_epochs, help="our PPO's epochs per rollout"
+        "--match-attempts", type=int, default=4, help="our runs per learning rate to match KL"
     )
-    parser.add_argument("--trl-beta", type=float, default=0.05, help="RLOO's KL coefficient")
-    parser.add_argument(
-        "--q-learning-beta",
-        type=float,
-        default=None,
-        help="also run token-level soft Q-learning with this β (its temperature and KL weight)",
-    )
+    parser.add_argument("--beta", type=float, default=0.5, help="our first KL weight of the search")
+    parser.add_argument("--ppo-epochs", type=int, default=1, help="our PPO's passes over each rollout")
+    parser.add_argument("--samples", type=int, default=4, help="continuations per held-out prompt")
+    parser.add_argument("--work", type=Path, default=Path("runs/rlhf_text"), help="labels, r_φ, runs.jsonl")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    torch.set_num_threads(args.threads)
     transformers.utils.logging.set_verbosity_error()
     config = DemoConfig(
         iterations=args.iterations, batch=args.batch, new_tokens=args.new_tokens, ppo_epochs=args.ppo_epochs
     )
+    args.work.mkdir(parents=True, exist_ok=True)
 
     reference, tokenizer = load_causal_lm(args.model, device=args.device)
-    device = reference.device
     train_prompts, eval_prompts = split_prompts(
         load_prompts(DEFAULT_PROMPTS_FILE), config.eval_prompts, args.seed
     )
-    with tempfile.TemporaryDirectory() as work:
-        if args.reward_model is None:
-            reward_model = fit_vader_reward_model(
-                args.model, reference, tokenizer, train_prompts, config, args.seed, Path(work)
-            )
-        else:
-            reward_model = HFRewardModel(args.reward_model, device=device)
+    reward_model = fitted_reward_model(args, reference, tokenizer, train_prompts, config, args.work)
     oracle = VaderSentiment()
-
-    def score(model):
-        return evaluate_samples(
-            model, reference, tokenizer, eval_prompts, oracle, reward_model, config.new_tokens, args.seed
-        )
-
-    before = score(reference)
-    results = {}
-    ours, wall = run_ours(reference, tokenizer, train_prompts, reward_model, config, device, args.seed)
-    results["ours: PPO on TokenEnv"] = (score(ours), wall)
-    if args.q_learning_beta is not None:
-        q_model, wall = run_q_learning(
-            reference, tokenizer, train_prompts, reward_model, config, device, args.seed, args.q_learning_beta
-        )
-        results["ours: token Q-learning"] = (score(q_model), wall)
-    if importlib.util.find_spec("trl") is None:
-        print("TRL is not installed (`pip install trl`): no TRL run. Rollout throughput against the")
-        print("generate pipeline instead: python benchmarks/token_env.py --new-tokens", config.new_tokens)
-    else:
-        trl_model, wall = run_trl(
-            reference, tokenizer, train_prompts, reward_model, config, device, args.seed, args.trl_beta
-        )
-        results["TRL RLOO"] = (score(trl_model), wall)
-
-    episodes = config.iterations * config.batch
-    print(
-        f"\nmodel {args.model} on {device}; {episodes} completions of {config.new_tokens} tokens each; "
-        f"{len(eval_prompts)} held-out prompts"
+    budget = (
+        f"{args.model}|i{args.iterations}|b{args.batch}|n{args.new_tokens}|s{args.samples}|seed{args.seed}"
     )
-    print(f"before: oracle {before.oracle:+.3f}  reward model {before.reward:+.3f}")
-    gains = {}
-    for name, (report, wall) in results.items():
-        gain = report.oracle - before.oracle
-        gains[name] = (gain, report.kl, wall)
+    log = RunLog(args.work / "runs.jsonl")
+
+    def measured(method: str, learning_rate: float, beta: float) -> dict:
+        """One training run (``beta``: TRL's or our KL weight) and its held-out figures (from the log when
+        it is there)."""
+
+        def run() -> dict:
+            run_config = dataclasses.replace(config, learning_rate=learning_rate)
+            if method == "ours":
+                run_config = dataclasses.replace(run_config, kl_coef=beta, kl_target=None)
+                model, clock = train_ours(
+                    reference, tokenizer, train_prompts, reward_model, run_config, args.seed
+                )
+            else:
+                model, clock = train_trl(
+                    method, reference, tokenizer, train_prompts, reward_model, run_config, beta, args.seed
+                )
+            figures = evaluate(model, reference, tokenizer, eval_prompts, oracle, reward_model, args)
+            print(f"{method} lr {learning_rate:g} β {beta:g}: {figures} in {clock.wall:.0f} s", flush=True)
+            run_info = {"method": method, "learning_rate": learning_rate, "beta": beta}
+            run_info |= {"wall_s": clock.wall, "cpu_s": clock.cpu}
+            return run_info | dataclasses.asdict(figures)
+
+        epochs = f"|epochs{args.ppo_epochs}" if method == "ours" else ""
+        return log.get_or_run(f"{budget}|{method}|lr{learning_rate:g}|beta{beta:g}{epochs}", run)
+
+    before = log.get_or_run(
+        f"{budget}|reference",
+        lambda: dataclasses.asdict(
+            evaluate(reference, reference, tokenizer, eval_prompts, oracle, reward_model, args)
+        ),
+    )
+    rows, comparisons = [], {}
+    for method in args.trl_methods:
+        trl_runs = [
+            measured(method, learning_rate, beta)
+            for learning_rate in args.learning_rates
+            for beta in args.trl_betas
+        ]
+        trl_best = max(trl_runs, key=lambda run: run["oracle"])
+        matched = []
+        for learning_rate in args.learning_rates:
+            tried: list[tuple[float, float]] = []  # (β, KL)
+            beta = args.beta
+            for _ in range(args.match_attempts):
+                ours = measured("ours", learning_rate, beta)
+                if abs(ours["kl"] / trl_best["kl"] - 1) <= KL_TOLERANCE:
+                    matched.append(ours)
+                    break
+                tried.append((beta, ours["kl"]))
+                beta = next_beta(tried, trl_best["kl"])
+        ours_best = max(matched, key=lambda run: run["oracle"]) if matched else None
+        rows += [trl_best] + ([ours_best] if ours_best else [])
+        comparisons[method] = {
+            "trl": trl_best,
+            "ours": ours_best,
+            "trl_runs": len(trl_runs),
+            "oracle_gain_ratio": None if ours_best is None else gain_ratio(ours_best, trl_best, before),
+            "wall_ratio": None if ours_best is None else ours_best["wall_s"] / trl_best["wall_s"],
+            "cpu_ratio": None if ours_best is None else ours_best["cpu_s"] / trl_best["cpu_s"],
+        }
+
+    print(
+        f"\nmodel {args.model} on {reference.device}; {config.iterations * config.batch} completions of "
+        f"{config.new_tokens} tokens to train; {len(eval_prompts)} held-out prompts x {args.samples}"
+    )
+    print(f"reference: oracle {before['oracle']:+.3f}  reward model {before['reward']:+.3f}")
+    header = ("method", "lr", "β", "KL", "oracle gain", "r_φ gain", "wall s", "CPU s")
+    print("{:8s} {:>7s} {:>8s} {:>6s} {:>11s} {:>9s} {:>7s} {:>7s}".format(*header))
+    for row in rows:
+        oracle_gain, reward_gain = row["oracle"] - before["oracle"], row["reward"] - before["reward"]
         print(
-            f"{name:24s} oracle gain {gain:+.3f}  reward-model gain {report.reward - before.reward:+.3f}  "
-            f"KL {report.kl:.2f} nats"
+            f"{row['method']:8s} {row['learning_rate']:7.0e} {row['beta']:8.3g} {row['kl']:6.2f} "
+            f"{oracle_gain:+11.3f} {reward_gain:+9.3f} {row['wall_s']:7.0f} {row['cpu_s']:7.0f}"
         )
-    if "TRL RLOO" in gains:
-        (ours_gain, ours_kl, ours_wall), (trl_gain, trl_kl, trl_wall) = (
-            gains["ours: PPO on TokenEnv"],
-            gains["TRL RLOO"],
-        )
-        # The KL estimate (64 samples) can come out <= 0 for a policy close to π_pt: no ratio then.
-        positive = min(ours_kl, trl_kl, trl_gain) > 0
-        per_nat = (ours_gain / ours_kl) / (trl_gain / trl_kl) if positive else float("nan")
-        gain_ratio = ours_gain / trl_gain if trl_gain else float("nan")
+    for method, comparison in comparisons.items():
+        if comparison["ours"] is None:
+            print(f"ours vs {method}: no run of ours matched its KL within {KL_TOLERANCE:.0%}")
+            continue
+        gains = comparison["oracle_gain_ratio"]
         print(
-            f"ours/TRL: oracle gain {gain_ratio:.2f}, gain per nat of KL {per_nat:.2f}, "
-            f"wall time {ours_wall / trl_wall:.2f} (goal: gain >= 1 at a similar KL, wall time < 1)"
+            f"ours vs {method} at KL {comparison['ours']['kl']:.2f} vs {comparison['trl']['kl']:.2f}: "
+            f"oracle gain ratio {'n/a (TRL gained nothing)' if gains is None else f'{gains:.2f}'} "
+            f"(goal >= 1), wall time ratio {comparison['wall_ratio']:.2f} (goal <= 0.8), "
+            f"CPU time ratio {comparison['cpu_ratio']:.2f}"
         )
+    path = write_result(
+        "rlhf_text",
+        {
+            "model": args.model,
+            "device": str(reference.device),
+            "completions": config.iterations * config.batch,
+            "new_tokens": config.new_tokens,
+            "eval_continuations": len(eval_prompts) * args.samples,
+            "reference": before,
+            "comparisons": comparisons,
+            "runs": [run for key, run in log.runs.items() if key.startswith(budget)],
+        },
+        notes="KL: exact per-token KL(π ‖ π_pt) from both full distributions on continuations sampled at "
+        "temperature 1 (every method's training setting), summed per continuation; k1_kl is the one-sample "
+        "log-ratio estimate on the same continuations. Wall time: training only, on the shared CPU.",
+    )
+    print(f"wrote {path}")
+
+
+def next_beta(tried: list[tuple[float, float]], kl: float) -> float:
+    """The next β to try for an exact KL of ``kl``, from the (β, KL) pairs tried: the secant of log KL
+    over log β through the last two, or KL ∝ 1/β from one (or when the two do not fall with β);
+    a step changes β by a factor of 10 at most."""
+    (beta, beta_kl), slope = tried[-1], -1.0
+    if len(tried) > 1:
+        (previous, previous_kl) = tried[-2]
+        secant = (np.log(beta_kl) - np.log(previous_kl)) / (np.log(beta) - np.log(previous))
+        slope = secant if secant < 0 else slope
+    step = (np.log(kl) - np.log(max(beta_kl, 1e-6))) / slope
+    return float(beta * np.exp(np.clip(step, -np.log(10), np.log(10))))
+
+
+def gain_ratio(ours: dict, trl: dict, before: dict) -> float | None:
+    """Our oracle gain over TRL's (None when TRL's is not positive: no meaningful ratio)."""
+    trl_gain = trl["oracle"] - before["oracle"]
+    return (ours["oracle"] - before["oracle"]) / trl_gain if trl_gain > 0 else None
 
 
 if __name__ == "__main__":
