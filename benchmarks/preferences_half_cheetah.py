@@ -360,6 +360,10 @@ def summarize(command: str) -> dict[str, Any]:
                 ],
             }
         entry["labels"] = [runs["learned"][s]["labels"] for s in sorted(runs["learned"])]
+        entry["learned_reward"] = [runs["learned"][s].get("learned_reward") for s in sorted(runs["learned"])]
+        entry["commands"] = sorted(
+            {r["command"] for kind in runs.values() for r in kind.values() if "command" in r}
+        )
         entry["common_seeds"] = seeds
         if seeds:
             learned = np.mean([runs["learned"][s]["final"]["return"] for s in seeds])
@@ -379,7 +383,7 @@ def summarize(command: str) -> dict[str, Any]:
             "eval_episodes": EVAL_EPISODES,
         },
         "comparisons": comparisons,
-        "command": command,
+        "summary_command": command,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}, torch "
         f"{torch.__version__}, 1 torch thread",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -402,13 +406,14 @@ def plot(path: Path, steps: int, score: str) -> None:
         length = min(len(r["curve"]) for r in records)
         x = np.array([p["timesteps"] for p in records[0]["curve"][:length]])
         y = np.array([[p["return"] for p in r["curve"][:length]] for r in records])
-        labels = f", {records[0]['labels']} labels" if kind == "learned" else ""
-        name = f"{'our' if agent_name == 'ours' else 'SB3'} PPO, {kind} reward ({len(records)} seeds{labels})"
+        seeds = f"{len(records)} seed{'s' if len(records) > 1 else ''}"
+        labels = f", {max(r['labels'] for r in records)} labels" if kind == "learned" else ""
+        name = f"{'our' if agent_name == 'ours' else 'SB3'} PPO, {kind} reward ({seeds}{labels})"
         axes.plot(x, y.mean(0), label=name)
         axes.fill_between(x, y.mean(0) - y.std(0), y.mean(0) + y.std(0), alpha=0.2)
     axes.set_xlabel("PPO steps")
     axes.set_ylabel(f"true return ({score} reward), deterministic")
-    axes.set_title("HalfCheetah: PPO on a reward learned from preferences vs on the true reward")
+    axes.set_title("HalfCheetah: PPO on a reward learned from preferences")
     axes.legend(fontsize=8)
     axes.grid(alpha=0.3)
     figure.tight_layout()
