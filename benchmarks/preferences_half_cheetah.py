@@ -12,8 +12,12 @@ Runs (``--runs``): ``learned`` (PPO on the learned reward) and ``true`` (the anc
 the same steps and seeds on the hidden score itself); ``--agent ours`` is ``agents.PPO`` with the fast
 HalfCheetah configuration, ``--agent sb3`` Stable-Baselines3's PPO with rl-zoo3's HalfCheetah
 hyperparameters. Each run is evaluated on 10 deterministic episodes of the hidden score, and on 2 every
-round for the learning curve. Each finished run is written to ``benchmarks/results/preferences_half_cheetah/``
-and skipped when its record is there, so a killed job resumes where it stopped; after every run the
+round for the learning curve. On the forward reward the anchor is ``benchmarks/ppo_half_cheetah.py``'s
+record of the same agent, configuration, steps and seed when there is one (the same evaluation
+episodes; its curve has a point every 50k steps): it is not run again.
+
+Each finished run is written to ``benchmarks/results/preferences_half_cheetah/`` and skipped when its
+record is there, so a killed job resumes where it stopped; after every run the
 summary ``benchmarks/results/preferences_half_cheetah.json`` is rewritten from all records (the ratio
 learned / true per agent and score, over the seeds both have), and ``--plot`` draws the curves.
 
@@ -295,17 +299,19 @@ def record_path(agent_name: str, kind: str, score: str, steps: int, seed: int) -
     return RECORDS / f"{agent_name}-{kind}-{score}-{steps}-seed{seed}.json"
 
 
-def ppo_benchmark_anchor(steps: int, seed: int) -> dict[str, Any] | None:
-    """benchmarks/ppo_half_cheetah.py's run of our PPO on the forward reward with our configuration,
+def ppo_benchmark_anchor(agent_name: str, steps: int, seed: int) -> dict[str, Any] | None:
+    """benchmarks/ppo_half_cheetah.py's run of the agent on the forward reward with our configuration,
     steps and seed (evaluated on the same episodes), as this script's record; None if there is none."""
-    path = PPO_RECORDS / f"ours_seed{seed}.json"
+    path = PPO_RECORDS / f"{agent_name}_seed{seed}.json"
     if not path.exists():
         return None
     record = json.loads(path.read_text())
-    if record["steps"] != steps or record["config"] != json.loads(json.dumps(jsonable(OURS))):
+    ours = json.loads(json.dumps(jsonable(OURS if agent_name == "ours" else SB3_ZOO)))
+    # SB3's record also names its policy and normalization, the same as SB3Agent's.
+    if record["steps"] != steps or any(record["config"].get(key) != value for key, value in ours.items()):
         return None
     return {
-        "agent": "ours",
+        "agent": agent_name,
         "reward": "true",
         "score": "forward",
         "seed": seed,
@@ -321,9 +327,10 @@ def ppo_benchmark_anchor(steps: int, seed: int) -> dict[str, Any] | None:
 def all_records() -> list[dict[str, Any]]:
     """This script's records, and ppo_half_cheetah.py's anchors for the seeds that have none here."""
     records = [json.loads(path.read_text()) for path in sorted(RECORDS.glob("*.json"))]
-    own_anchors = {(r["seed"], r["steps"]) for r in records if r["reward"] == "true" and r["agent"] == "ours"}
-    for steps, seed in sorted({(r["steps"], r["seed"]) for r in records if r["agent"] == "ours"}):
-        anchor = None if (seed, steps) in own_anchors else ppo_benchmark_anchor(steps, seed)
+    own_anchors = {(r["agent"], r["steps"], r["seed"]) for r in records if r["reward"] == "true"}
+    forward_runs = {(r["agent"], r["steps"], r["seed"]) for r in records if r["score"] == "forward"}
+    for agent_name, steps, seed in sorted(forward_runs - own_anchors):
+        anchor = ppo_benchmark_anchor(agent_name, steps, seed)
         records += [anchor] if anchor is not None else []
     return records
 
@@ -451,8 +458,8 @@ def main() -> None:
                 if path.exists():
                     print(f"{path.name}: done before, skipped")
                     continue
-                if (kind, agent_name, args.score) == ("true", "ours", "forward") and ppo_benchmark_anchor(
-                    args.steps, seed
+                if (kind, args.score) == ("true", "forward") and ppo_benchmark_anchor(
+                    agent_name, args.steps, seed
                 ):
                     print(f"{path.name}: the anchor is benchmarks/ppo_half_cheetah.py's run, skipped")
                     continue
