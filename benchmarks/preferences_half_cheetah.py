@@ -393,6 +393,8 @@ def summarize(command: str) -> dict[str, Any]:
         "summary_command": command,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}, torch "
         f"{torch.__version__}, 1 torch thread",
+        "load": "a shared machine: each run's 1/5/15-minute load averages at its end are in its record "
+        "(wall times are not comparable across runs)",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
