@@ -20,7 +20,7 @@ comparisons (steps 1-2 are the file's labels) unless ``--reward-model`` gives on
 and ``TL;DR:`` stay). There is no oracle for summaries: the report gives r_φ and KL.
 
 The stages are the functions of :mod:`rlhf_envs.pipeline`; this module runs them in order
-(:func:`run_demo`) and reports. The defaults fit in 10 minutes on a 2-core CPU; a GPU is used when present.
+(:func:`run_demo`) and reports. The defaults fit in 5 minutes on a 2-core CPU; a GPU is used when present.
 """
 
 from __future__ import annotations

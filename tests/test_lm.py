@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -11,7 +12,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 import rlhf_envs.lm.pretrain as pretrain_module
 from rlhf_envs.cli import main
-from rlhf_envs.lm.assets import DEFAULT_PROMPTS_FILE, LM_DIR
+from rlhf_envs.lm.assets import (
+    DEFAULT_PROMPTS_FILE,
+    EMBEDDED_REWARD_MODEL_DIR,
+    KJV_LM_DIR,
+    KJV_PROMPTS_FILE,
+    LM_DIR,
+)
 from rlhf_envs.lm.assets import EMBEDDED_LM_DIR as DEFAULT_MODEL_DIR
 from rlhf_envs.lm.corpus import (
     detokenize,
@@ -22,6 +29,7 @@ from rlhf_envs.lm.corpus import (
     read_text_file,
     split_documents,
 )
+from rlhf_envs.lm.loading import load_causal_lm
 from rlhf_envs.lm.pretrain import EOS_TOKEN, PretrainConfig, pretrain
 
 
@@ -42,6 +50,34 @@ def test_shipped_model_and_tokenizer_agree(shipped):
     weights = DEFAULT_MODEL_DIR / "model.safetensors"
     assert weights.stat().st_size <= 20 * 2**20
     assert not list(DEFAULT_MODEL_DIR.glob("*.bin"))  # safetensors only
+    # Issue 12: a TL;DR prompt (110-200 tokens) and 48 new tokens fit; generate() samples as the env does.
+    assert model.config.n_positions >= 256
+    generation = GenerationConfig.from_pretrained(DEFAULT_MODEL_DIR)
+    assert generation.do_sample and generation.top_k == 0
+
+
+def test_shipped_model_is_what_the_pretrain_defaults_make():
+    """`rlhf-envs pretrain` with its defaults reproduces the shipped model: every setting that decides
+    the weights, as its training summary records them, is the default."""
+    summary = json.loads((DEFAULT_MODEL_DIR / "training_summary.json").read_text())
+    defaults = PretrainConfig().weight_defining()
+    assert {key: summary["config"][key] for key in defaults} == defaults
+
+
+def test_every_embedded_folder_has_a_model_card():
+    for folder in (DEFAULT_MODEL_DIR, KJV_LM_DIR, EMBEDDED_REWARD_MODEL_DIR):
+        card = (folder / "README.md").read_text(encoding="utf-8")
+        assert card.startswith("---\nlanguage: en\nlicense: mit")
+        assert "PENDING" not in card
+
+
+def test_the_kjv_model_stays_an_option():
+    model, tokenizer = load_causal_lm(KJV_LM_DIR, device="cpu")
+    assert model.dtype == torch.float32  # shipped in float16, computed in float32
+    assert model.config.n_positions == 128 and len(tokenizer) == 4096
+    assert GenerationConfig.from_pretrained(KJV_LM_DIR).do_sample
+    prompts = KJV_PROMPTS_FILE.read_text(encoding="utf-8").splitlines()
+    assert len(prompts) == 500 and prompts != DEFAULT_PROMPTS_FILE.read_text(encoding="utf-8").splitlines()
 
 
 def test_embedded_files_ship_in_40_megabytes():
@@ -51,7 +87,7 @@ def test_embedded_files_ship_in_40_megabytes():
 
 def test_shipped_model_prefers_english_word_order(shipped):
     model, tokenizer = shipped
-    sentence = "And the king said to his servants, go and bring the man to the house."
+    sentence = "The old man said to his son that he would go to the city in the morning."
     words = sentence.split()
     scrambled = " ".join(words[1::2] + words[::2])
 
@@ -67,7 +103,7 @@ def test_shipped_model_prefers_english_word_order(shipped):
 def test_shipped_model_generates_decodable_text(shipped, do_sample):
     model, tokenizer = shipped
     torch.manual_seed(0)
-    prompts = ["And God said", "The children of"]
+    prompts = ["The old man said", "She looked at the"]
     batch = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
     output = model.generate(
         **batch, max_new_tokens=16, do_sample=do_sample, pad_token_id=tokenizer.pad_token_id
@@ -248,7 +284,7 @@ def test_interrupted_and_resumed_pretraining_equals_a_straight_run(tmp_path, tin
 
 def test_resume_refuses_other_settings_and_a_missing_checkpoint(tmp_path, tiny_corpus):
     pretrain(tiny_config(tmp_path, tiny_corpus, steps=2))
-    with pytest.raises(ValueError, match="learning_rate: 0.001 -> 0.002"):
-        pretrain(tiny_config(tmp_path, tiny_corpus, steps=2, learning_rate=2e-3), resume=True)
+    with pytest.raises(ValueError, match="learning_rate: 0.002 -> 0.005"):
+        pretrain(tiny_config(tmp_path, tiny_corpus, steps=2, learning_rate=5e-3), resume=True)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         pretrain(tiny_config(tmp_path / "other", tiny_corpus), resume=True)

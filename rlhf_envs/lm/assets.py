@@ -1,7 +1,8 @@
 """The embedded assets, owned here alone: the default language model, its reward model and prompts.
 
 Every other module takes these paths (and :func:`load_prompts`) from here, so moving or replacing an
-embedded model is a change to this file only.
+embedded model is a change to this file only. The default is the Brown model (modern American
+English, context 256); the King James model it replaced stays as an option (``model=KJV_LM_DIR``).
 """
 
 from __future__ import annotations
@@ -13,14 +14,26 @@ from typing import Any
 
 LM_DIR = Path(__file__).resolve().parent
 
-#: Folder of the embedded default language model (``save_pretrained`` layout, tokenizer included).
-EMBEDDED_LM_DIR = LM_DIR / "default"
+#: Folder of the embedded default language model, a GPT-2 pretrained on the Brown corpus
+#: (``save_pretrained`` layout, tokenizer included).
+EMBEDDED_LM_DIR = LM_DIR / "brown"
 #: Folder of the embedded text reward model (a sequence classifier with one label).
 EMBEDDED_REWARD_MODEL_DIR = LM_DIR / "reward_model"
-#: Held-out prompts of the embedded language model, one per line.
-DEFAULT_PROMPTS_FILE = LM_DIR / "data" / "prompts.txt"
+#: Held-out prompts of the embedded language model (the first words of held-out Brown sentences).
+DEFAULT_PROMPTS_FILE = LM_DIR / "data" / "brown_prompts.txt"
+#: The King James Bible model that was the default before the Brown model, and its held-out prompts.
+KJV_LM_DIR = LM_DIR / "kjv"
+KJV_PROMPTS_FILE = LM_DIR / "data" / "kjv_prompts.txt"
 
-__all__ = ["DEFAULT_PROMPTS_FILE", "EMBEDDED_LM_DIR", "EMBEDDED_REWARD_MODEL_DIR", "LM_DIR", "load_prompts"]
+__all__ = [
+    "DEFAULT_PROMPTS_FILE",
+    "EMBEDDED_LM_DIR",
+    "EMBEDDED_REWARD_MODEL_DIR",
+    "KJV_LM_DIR",
+    "KJV_PROMPTS_FILE",
+    "LM_DIR",
+    "load_prompts",
+]
 
 
 def load_prompts(prompts: Any) -> list[str]:

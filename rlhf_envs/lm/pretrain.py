@@ -71,10 +71,10 @@ class PretrainConfig:
     n_embd: int = 192
     n_layer: int = 6
     n_head: int = 6
-    steps: int = 1200
+    steps: int = 3000
     batch_size: int = 16
-    learning_rate: float = 1e-3
-    warmup_steps: int = 100
+    learning_rate: float = 2e-3
+    warmup_steps: int = 150
     weight_decay: float = 0.1
     max_grad_norm: float = 1.0
     num_prompts: int = 500
