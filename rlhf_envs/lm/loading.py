@@ -121,7 +121,7 @@ def load_causal_lm(
     no grad scaler here). Ask for another dtype, or pass a loaded model, which keeps its own.
 
     Args:
-        model: ``"embedded"`` (the default LM shipped in ``rlhf_envs/lm/default``), a Hugging Face
+        model: ``"embedded"`` (the default LM shipped in ``rlhf_envs/lm/brown``), a Hugging Face
             model id or local folder, or an already loaded ``PreTrainedModel`` (moved, not copied).
         tokenizer: a tokenizer, an id or path to load one from, or ``None`` to load the model's own.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``...
