@@ -120,6 +120,16 @@ SB3_ZOO = dict(
 )
 
 
+def sb3_zoo_policy_kwargs() -> dict[str, Any]:
+    """rl-zoo3's HalfCheetah policy for SB3's ``MlpPolicy`` (a new dict each call)."""
+    return dict(
+        log_std_init=-2,
+        ortho_init=False,
+        activation_fn=torch.nn.ReLU,
+        net_arch=dict(pi=[256, 256], vf=[256, 256]),
+    )
+
+
 SB3_ZOO_POLICY = dict(
     policy="256-256 ReLU actor and critic, log_std_init -2, ortho_init False",
     normalization="VecNormalize(gamma=0.98): observations and rewards",
@@ -148,12 +158,7 @@ def train_sb3(steps: int, seed: int, device: str, curve: LearningCurve) -> Predi
         "MlpPolicy",
         env,
         **SB3_ZOO,
-        policy_kwargs=dict(
-            log_std_init=-2,
-            ortho_init=False,
-            activation_fn=torch.nn.ReLU,
-            net_arch=dict(pi=[256, 256], vf=[256, 256]),
-        ),
+        policy_kwargs=sb3_zoo_policy_kwargs(),
         seed=seed,
         device=device,
     )

@@ -29,7 +29,6 @@ learned / true per agent and score, over the seeds both have), and ``--plot`` dr
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -45,6 +44,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from ppo_half_cheetah import SB3_ZOO, jsonable, sb3_zoo_policy_kwargs
 
 import rlhf_envs  # noqa: F401 - registers the envs
 from agents import PPO
@@ -70,20 +70,6 @@ PPO_RECORDS = RESULTS / "ppo_half_cheetah"
 
 #: Our PPO: its HalfCheetah row in ``rlhf-envs train``'s table (the fast configuration).
 OURS = HYPERPARAMETERS[("ppo", ENV_ID)]
-
-#: SB3's PPO with rl-zoo3's HalfCheetah-v3 hyperparameters (hyperparams/ppo.yml), 1 env.
-SB3_ZOO = dict(
-    n_steps=512,
-    batch_size=64,
-    n_epochs=20,
-    learning_rate=2.0633e-05,
-    gamma=0.98,
-    gae_lambda=0.92,
-    clip_range=0.1,
-    ent_coef=0.000401762,
-    vf_coef=0.58096,
-    max_grad_norm=0.8,
-)
 
 PREFERENCES = dict(
     label_budget=1_000,
@@ -193,12 +179,7 @@ class SB3Agent:
         self.model = SB3PPO(
             "MlpPolicy",
             self.normalizer,
-            policy_kwargs=dict(
-                log_std_init=-2,
-                ortho_init=False,
-                activation_fn=torch.nn.ReLU,
-                net_arch=dict(pi=[256, 256], vf=[256, 256]),
-            ),
+            policy_kwargs=sb3_zoo_policy_kwargs(),
             seed=seed,
             device="cpu",
             **SB3_ZOO,
@@ -282,17 +263,6 @@ def run(agent_name: str, kind: str, score: str, steps: int, seed: int) -> dict[s
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         **extra,
     }
-
-
-def jsonable(value: Any) -> Any:
-    """A configuration as JSON: schedules as their fields, tuples as lists (as ppo_half_cheetah.py)."""
-    if dataclasses.is_dataclass(value):
-        return {"schedule": type(value).__name__, **dataclasses.asdict(value)}
-    if isinstance(value, dict):
-        return {key: jsonable(item) for key, item in value.items()}
-    if isinstance(value, tuple | list):
-        return [jsonable(item) for item in value]
-    return value
 
 
 def record_path(agent_name: str, kind: str, score: str, steps: int, seed: int) -> Path:
