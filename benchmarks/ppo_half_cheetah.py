@@ -38,7 +38,7 @@ from record import RESULTS_DIR, write_result
 
 import rlhf_envs  # noqa: F401  (registers the env ids)
 from agents import PPO
-from agents.train_cli import hyperparameters
+from agents.train_cli import HALF_CHEETAH_ZOO_PPO, hyperparameters
 from rlhf_envs.device import resolve_device
 
 ENV_ID = "rlhf_envs/HalfCheetah-v0"
@@ -105,19 +105,23 @@ def train_ours(config: dict[str, Any], steps: int, seed: int, device: str, curve
     return lambda obs: agent.predict(obs)[0]
 
 
-#: rl-baselines3-zoo's hyperparams/ppo.yml for HalfCheetah-v3 (normalize: true, n_envs: 1).
-SB3_ZOO = dict(
-    n_steps=512,
-    batch_size=64,
-    n_epochs=20,
-    learning_rate=2.0633e-05,
-    gamma=0.98,
-    gae_lambda=0.92,
-    clip_range=0.1,
-    ent_coef=0.000401762,
-    vf_coef=0.58096,
-    max_grad_norm=0.8,
-)
+#: rl-baselines3-zoo's hyperparams/ppo.yml for HalfCheetah-v3 (normalize: true, n_envs: 1): the zoo preset's
+#: values under the names SB3's PPO takes (the rest are its policy kwargs and VecNormalize, below).
+SB3_ZOO = {
+    key: HALF_CHEETAH_ZOO_PPO[key]
+    for key in (
+        "n_steps",
+        "batch_size",
+        "n_epochs",
+        "learning_rate",
+        "gamma",
+        "gae_lambda",
+        "clip_range",
+        "ent_coef",
+        "vf_coef",
+        "max_grad_norm",
+    )
+}
 
 
 def sb3_zoo_policy_kwargs() -> dict[str, Any]:
