@@ -35,8 +35,9 @@ import time
 from datetime import datetime, timezone
 
 import torch
+from gpt2_small import random_gpt2_small
 from record import RESULTS_DIR, write_result
-from transformers import AutoModelForSequenceClassification, GPT2Config, GPT2LMHeadModel
+from transformers import AutoModelForSequenceClassification
 
 from agents.token_policy import PackedTokenObservations, TokenActorCritic
 from rlhf_envs.envs.token import TokenEnvConfig, TokenVectorEnv
@@ -102,22 +103,7 @@ def generate_pipeline(
 
 def load_reference(name: str, device: str):
     """The reference LM and tokenizer: ``gpt2-small`` is GPT-2-small's shape with random weights."""
-    if name != "gpt2-small":
-        return load_causal_lm(name, device=device)
-    _, tokenizer = load_causal_lm("embedded", device=device)
-    torch.manual_seed(0)
-    eos = tokenizer.eos_token_id
-    config = GPT2Config(
-        vocab_size=len(tokenizer),
-        n_positions=1024,
-        n_layer=12,
-        n_embd=768,
-        n_head=12,
-        bos_token_id=eos,
-        eos_token_id=eos,
-    )
-    model = GPT2LMHeadModel(config).eval().to(device if device != "auto" else "cpu")
-    return load_causal_lm(model, tokenizer, device=device)
+    return random_gpt2_small(device) if name == "gpt2-small" else load_causal_lm(name, device=device)
 
 
 def measure(args: argparse.Namespace, model_name: str, batch: int, threads: int, episodes: int) -> dict:

@@ -24,25 +24,13 @@ DESIGNS = ("full", "lora")
 
 def measure(design: str, args: argparse.Namespace) -> dict[str, float]:
     """Run the short PPO training of ``design`` in this process; its peak memory in MiB."""
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from gpt2_small import random_gpt2_small
 
     from agents import TokenPPO
     from rlhf_envs.envs.token import TokenVectorEnv
-    from rlhf_envs.lm.loading import load_causal_lm
 
     torch.set_num_threads(args.threads)
-    _, tokenizer = load_causal_lm("embedded", device="cpu")
-    torch.manual_seed(0)
-    config = GPT2Config(
-        vocab_size=len(tokenizer),
-        n_positions=256,
-        n_layer=12,
-        n_embd=768,
-        n_head=12,
-        bos_token_id=tokenizer.eos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    model = GPT2LMHeadModel(config).eval().to(args.device)
+    model, tokenizer = random_gpt2_small(args.device)
 
     def length_reward(prompts: list[str], completions: list[str]) -> torch.Tensor:
         return torch.tensor([float(len(text)) for text in completions])
