@@ -295,7 +295,9 @@ class PPO(BaseAlgorithm):
                     value_loss = torch.max((value - returns).pow(2), (value_clipped - returns).pow(2)).mean()
 
                 entropy_mean = entropy.mean()
-                loss = policy_loss - cfg.ent_coef * entropy_mean + cfg.vf_coef * value_loss
+                loss = policy_loss + cfg.vf_coef * value_loss
+                if cfg.ent_coef:  # else the entropy is only logged: no gradient pass through it
+                    loss = loss - cfg.ent_coef * entropy_mean
                 self.optimizer.zero_grad()
                 loss.backward()
                 nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)

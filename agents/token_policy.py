@@ -331,7 +331,12 @@ class TokenActorCritic(nn.Module):
         if followed and (restarted is None or len(restarted) == len(obs)):  # every episode is new
             return self._prefill(obs, fresh_columns)
         if self._cache is None or self._last_obs is None or self._last_obs.shape != obs.shape:
-            return self._prefill(obs)
+            if not followed or not len(restarted):
+                return self._prefill(obs)
+            # A cold cache (after an update): the new episodes' prompts, the others' whole windows.
+            hidden = self._prefill(obs, fresh_columns)
+            running = torch.as_tensor(np.setdiff1d(np.arange(len(obs)), restarted), device=obs.device)
+            return hidden.index_copy(0, running, self._prefill_rows(obs, running))
         if followed:
             rows = torch.as_tensor(restarted, device=obs.device) if len(restarted) else None
         else:  # any other observation: compare it with the window the cache holds (a host sync)
@@ -385,8 +390,16 @@ class TokenActorCritic(nn.Module):
 
     @torch.no_grad()
     def value(self, obs: torch.Tensor) -> torch.Tensor:
-        """V(obs) [B] for packed windows [B, L] (one full forward pass)."""
-        return self.value_head(self._last_hidden(obs).float()).squeeze(-1)
+        """V(obs) [B] for packed windows [B, L]: one full forward pass, or, for the followed env's
+        latest observation while the sampling cache holds the one before (PPO's value after a
+        rollout's last step), one decoding step on that cache. The cache is dropped then: it holds
+        ``obs`` already, which :meth:`act` does not expect (and an update would drop it anyway)."""
+        if self._cache is not None and self._env is not None and obs is self._env.observation:
+            hidden = self._advance(obs)
+            self._cache = None
+        else:
+            hidden = self._last_hidden(obs)
+        return self.value_head(hidden.float()).squeeze(-1)
 
     @torch.no_grad()
     def deterministic_action(self, obs: torch.Tensor) -> torch.Tensor:

@@ -561,16 +561,20 @@ class TokenCore(BatchedCore):
         over the windows scores them, as the episodes' end would."""
         lengths = np.where(running, state.response_length, 0)
         if self.per_step_reference:
-            logprobs = state.ref_logprobs
-        elif not lengths.any():
-            return torch.zeros(len(lengths), self.max_new_tokens, device=self.device)
-        else:
-            width = int((state.prompt_length + state.response_length)[lengths > 0].max())
-            logprobs = self._score_episodes(
-                state.input_ids[:, -width:], state.attention_mask[:, -width:], state.generated
+            if running.all():
+                return state.ref_logprobs
+            return state.ref_logprobs.masked_fill(torch.as_tensor(~running, device=self.device)[:, None], 0.0)
+        logprobs = torch.zeros(len(lengths), self.max_new_tokens, device=self.device)
+        rows = np.flatnonzero(lengths)
+        if len(rows):  # only the episodes with tokens (a row restarted at the last step has none)
+            rows_t = torch.as_tensor(rows, device=self.device)
+            width = int((state.prompt_length + state.response_length)[rows].max())
+            scored = self._score_episodes(
+                state.input_ids[rows_t, -width:],
+                state.attention_mask[rows_t, -width:],
+                state.generated[rows_t],
             )
-        if not running.all():
-            logprobs = logprobs.masked_fill(torch.as_tensor(~running, device=self.device)[:, None], 0.0)
+            logprobs = logprobs.index_copy(0, rows_t, scored)
         return logprobs
 
     def texts(self, state: TokenState, rows: np.ndarray) -> tuple[list[str], list[str]]:
