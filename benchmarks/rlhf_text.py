@@ -1,7 +1,8 @@
 """RLHF on the demo's task: our PPO on the TokenEnv against TRL's RLOO and GRPO, at matched KL.
 
 The task is ``rlhf-envs demo``'s: the embedded LM (or ``--model``), a reward model r_φ fitted to
-synthetic VADER-sentiment preferences (or ``--reward-model``), held-out prompts. Every trainer gets
+synthetic VADER-sentiment preferences (or ``--reward-model``), the demo's prompts (or ``--prompts``),
+some held out. Every trainer gets
 the same number of sampled completions (``--iterations`` × ``--batch``) of ``--new-tokens`` tokens,
 sampled as each trains: temperature 1 from the full vocabulary (TRL's ``top_k=0, top_p=1``), and
 one gradient pass over each batch (TRL's ``num_iterations=1``, our ``--ppo-epochs 1``). TRL runs in
@@ -24,9 +25,11 @@ Protocol (the same tuning budget for each method):
    of log KL over log β); the best matched run counts. (An adaptive controller's target does not
    calibrate a short run: its β moves at most 20% per horizon, whatever the target.)
 
-Printed: a table (method, KL, oracle gain, reward-model gain, wall and CPU time of the training)
-and, per TRL method, ours against it at matched KL (goals: oracle gain ≥ TRL's, wall time ≤ 0.8 ×
-TRL's; on a shared machine compare the CPU times, as the runs meet different loads). Every run's figures
+Printed: a table (method, KL, oracle and reward-model gains, each ± the standard error of the
+policy's held-out mean, wall and CPU time of the training) and, per TRL method, ours against it at
+matched KL (goals: oracle gain ≥ TRL's, wall time ≤ 0.8 × TRL's; on a shared machine compare the CPU
+times, as the runs meet different loads), with the difference of the oracle means ± its standard
+error (a difference within two standard errors is noise). Every run's figures
 go to ``WORK/runs.jsonl`` as it finishes, so a stopped benchmark continues where it stopped; the
 table to ``benchmarks/results/rlhf_text.json``.
 
@@ -75,6 +78,8 @@ class Evaluation:
     reward: float
     kl: float  # exact Σ_n KL(π(·|s_n) ‖ π_pt(·|s_n)) per continuation
     k1_kl: float  # the one-sample estimate Σ_n log π(t_n|s_n) − log π_pt(t_n|s_n)
+    oracle_se: float  # standard error of ``oracle`` (std over continuations / √count)
+    reward_se: float
 
 
 class Stopwatch:
@@ -135,15 +140,23 @@ def evaluate(
             log_ratio = (policy_logprobs - reference_logprobs).gather(-1, response[..., None])[..., 0]
             k1_kls.append((log_ratio * response_mask).sum(-1))
             completions += tokenizer.batch_decode(response, skip_special_tokens=True)
-    oracle_scores = [
-        oracle(prompt, completion) for prompt, completion in zip(repeated, completions, strict=True)
-    ]
+    oracle_scores = np.array(
+        [oracle(prompt, completion) for prompt, completion in zip(repeated, completions, strict=True)]
+    )
+    rewards = reward_model(repeated, completions).float().numpy(force=True)
     return Evaluation(
-        oracle=float(np.mean(oracle_scores)),
-        reward=float(reward_model(repeated, completions).float().mean()),
+        oracle=float(oracle_scores.mean()),
+        reward=float(rewards.mean()),
         kl=float(torch.cat(kls).mean()),
         k1_kl=float(torch.cat(k1_kls).mean()),
+        oracle_se=standard_error(oracle_scores),
+        reward_se=standard_error(rewards),
     )
+
+
+def standard_error(values: np.ndarray) -> float:
+    """The standard error of the mean of ``values``."""
+    return float(values.std(ddof=1) / np.sqrt(len(values)))
 
 
 def train_ours(reference, tokenizer, prompts, reward_model, config: DemoConfig, seed: int):
@@ -244,6 +257,9 @@ def main() -> None:
     defaults = DemoConfig()
     parser.add_argument("--model", default="embedded")
     parser.add_argument(
+        "--prompts", type=Path, default=DEFAULT_PROMPTS_FILE, help="the task's prompts (default: the demo's)"
+    )
+    parser.add_argument(
         "--reward-model", default=None, help="a trained reward model; default: fit the demo's"
     )
     parser.add_argument("--iterations", type=int, default=defaults.iterations)
@@ -271,13 +287,13 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
 
     reference, tokenizer = load_causal_lm(args.model, device=args.device)
-    train_prompts, eval_prompts = split_prompts(
-        load_prompts(DEFAULT_PROMPTS_FILE), config.eval_prompts, args.seed
-    )
+    train_prompts, eval_prompts = split_prompts(load_prompts(args.prompts), config.eval_prompts, args.seed)
     reward_model = fitted_reward_model(args, reference, tokenizer, train_prompts, config, args.work)
     oracle = VaderSentiment()
+    # The task and budget every run of the log shares (a rerun with other settings starts new runs).
     budget = (
-        f"{args.model}|i{args.iterations}|b{args.batch}|n{args.new_tokens}|s{args.samples}|seed{args.seed}"
+        f"{args.model}|{args.prompts.name}|rm:{args.reward_model or 'fitted'}|i{args.iterations}"
+        f"|b{args.batch}|n{args.new_tokens}|s{args.samples}|seed{args.seed}"
     )
     log = RunLog(args.work / "runs.jsonl")
 
@@ -337,6 +353,11 @@ def main() -> None:
             "ours": ours_best,
             "trl_runs": len(trl_runs),
             "oracle_gain_ratio": None if ours_best is None else gain_ratio(ours_best, trl_best, before),
+            # Ours − TRL's held-out oracle mean, and its standard error (independent samples).
+            "oracle_difference": None if ours_best is None else ours_best["oracle"] - trl_best["oracle"],
+            "oracle_difference_se": None
+            if ours_best is None
+            else float(np.hypot(ours_best["oracle_se"], trl_best["oracle_se"])),
             "wall_ratio": None if ours_best is None else ours_best["wall_s"] / trl_best["wall_s"],
             "cpu_ratio": None if ours_best is None else ours_best["cpu_s"] / trl_best["cpu_s"],
         }
@@ -346,13 +367,17 @@ def main() -> None:
         f"{config.new_tokens} tokens to train; {len(eval_prompts)} held-out prompts x {args.samples}"
     )
     print(f"reference: oracle {before['oracle']:+.3f}  reward model {before['reward']:+.3f}")
+    print(
+        f"(± one standard error of the policy's held-out mean; the reference's is {before['oracle_se']:.3f})"
+    )
     header = ("method", "lr", "β", "KL", "oracle gain", "r_φ gain", "wall s", "CPU s")
-    print("{:8s} {:>7s} {:>8s} {:>6s} {:>11s} {:>9s} {:>7s} {:>7s}".format(*header))
+    print("{:8s} {:>7s} {:>8s} {:>6s} {:>15s} {:>15s} {:>7s} {:>7s}".format(*header))
     for row in rows:
         oracle_gain, reward_gain = row["oracle"] - before["oracle"], row["reward"] - before["reward"]
         print(
             f"{row['method']:8s} {row['learning_rate']:7.0e} {row['beta']:8.3g} {row['kl']:6.2f} "
-            f"{oracle_gain:+11.3f} {reward_gain:+9.3f} {row['wall_s']:7.0f} {row['cpu_s']:7.0f}"
+            f"{oracle_gain:+8.3f} ± {row['oracle_se']:.3f} {reward_gain:+8.3f} ± {row['reward_se']:.3f} "
+            f"{row['wall_s']:7.0f} {row['cpu_s']:7.0f}"
         )
     for method, comparison in comparisons.items():
         if comparison["ours"] is None:
@@ -362,7 +387,9 @@ def main() -> None:
         print(
             f"ours vs {method} at KL {comparison['ours']['kl']:.2f} vs {comparison['trl']['kl']:.2f}: "
             f"oracle gain ratio {'n/a (TRL gained nothing)' if gains is None else f'{gains:.2f}'} "
-            f"(goal >= 1), wall time ratio {comparison['wall_ratio']:.2f} (goal <= 0.8), "
+            f"(goal >= 1; oracle difference {comparison['oracle_difference']:+.3f} ± "
+            f"{comparison['oracle_difference_se']:.3f}), "
+            f"wall time ratio {comparison['wall_ratio']:.2f} (goal <= 0.8), "
             f"CPU time ratio {comparison['cpu_ratio']:.2f}"
         )
     path = write_result(
@@ -373,6 +400,9 @@ def main() -> None:
             "completions": config.iterations * config.batch,
             "new_tokens": config.new_tokens,
             "eval_continuations": len(eval_prompts) * args.samples,
+            "prompts": str(args.prompts),
+            "reward_model": str(args.reward_model or args.work / "reward_model"),
+            "demo_config": dataclasses.asdict(config),  # ours: PPO's settings; kl_coef / kl_target per run
             "reference": before,
             "comparisons": comparisons,
             "runs": [run for key, run in log.runs.items() if key.startswith(budget)],
