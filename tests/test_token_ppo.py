@@ -61,8 +61,10 @@ def test_ppo_raises_the_reward_well_above_the_reference_with_bounded_kl(tokenize
 @pytest.mark.parametrize("follow", [False, True], ids=["windows-compared", "env-flags"])
 def test_sampling_log_probs_match_evaluate_across_restarts(tokenizer, follow):
     """The KV-cached sampler and the one-pass-per-episode evaluation compute the same π, also after
-    the env restarts episodes mid-rollout and after the cache is dropped for an update; whether the
-    sampler finds the restarted episodes by comparing windows or from the env's host flags."""
+    the env restarts episodes mid-rollout and after the cache is dropped for an update (then, following
+    the env, it prefills the new episodes' prompts and the running ones' windows); whether the sampler
+    finds the restarted episodes by comparing windows or from the env's host flags. V of the last
+    observation agrees too, from the cache or from a full pass."""
     torch.manual_seed(0)
     env = PackedTokenObservations(
         make_env(
@@ -91,6 +93,9 @@ def test_sampling_log_probs_match_evaluate_across_restarts(tokenizer, follow):
             kls.append(logprob - info["ref_logprob"])
         done = torch.stack(dones)
         assert done.sum() >= 6
+        # V after the block's last step: one decoding step on the sampling cache when the policy follows
+        # the env (then the cache is dropped, as for an update), a full pass over a copy of the windows.
+        torch.testing.assert_close(policy.value(packed), policy.value(packed.clone()), atol=1e-5, rtol=0)
         evaluated, entropy, value = policy.evaluate(torch.stack(observations), torch.stack(actions), done)
         torch.testing.assert_close(evaluated, torch.stack(logprobs), atol=1e-5, rtol=0)
         # The policy is still the reference: its log-probs are the env's π_pt.
