@@ -1,11 +1,14 @@
 """``rlhf-envs demo``: the lecture's RLHF pipeline end to end, on the embedded language model by default.
 
-1. sample pairs of continuations of prompts from the pretrained LM π_pt;
+1. sample pairs of continuations of prompts from the pretrained LM π_pt (by default held-out Brown
+   sentences cut right before an adjective, "The food was", so that a continuation says how something was);
 2. label them: a synthetic, Boltzmann-rational labeler whose hidden score is VADER's sentiment (the
-   "oracle"), or people: in the terminal (``--human``) or in the browser (``--human web``, the
-   labelling app; ``--label-mode async`` fits the reward model once ``--min-labels`` are given
-   while the page keeps taking labels for the next run);
-3. fit a reward model r_φ to the labels (Bradley–Terry) and report its held-out accuracy;
+   "oracle"), answering "equal" when neither continuation leaves VADER's neutral band; or people:
+   in the terminal (``--human``) or in the browser (``--human web``, the labelling app;
+   ``--label-mode async`` fits the reward model once ``--min-labels`` are given while the page
+   keeps taking labels for the next run);
+3. fit a reward model r_φ to the decisive labels (Bradley–Terry) and report its held-out accuracy on
+   decisive pairs, the share of ties and its accuracy with the ties counted half right;
 4. fine-tune the LM with PPO on the TokenEnv, reward r_φ on the last token and a KL penalty
    against π_pt on every token, β set by the adaptive controller;
 5. report the oracle score, r_φ's score and KL(π ‖ π_pt) before and after on held-out prompts, a
@@ -49,7 +52,7 @@ from agents.token_ppo import TokenPPO
 from rlhf_envs.cli import positive_float, positive_int
 from rlhf_envs.device import resolve_device
 from rlhf_envs.label import LabelSession, WebLabeler
-from rlhf_envs.lm.assets import DEFAULT_PROMPTS_FILE, load_prompts
+from rlhf_envs.lm.assets import EVALUATIVE_PROMPTS_FILE, load_prompts
 from rlhf_envs.lm.loading import load_causal_lm
 from rlhf_envs.lm.reward_model import HFRewardModel, TextRewardFn
 from rlhf_envs.pipeline import (
@@ -66,7 +69,7 @@ from rlhf_envs.pipeline import (
 )
 from rlhf_envs.preferences.store import Provenance, ProvenanceMismatch
 from rlhf_envs.preferences.text import TextPreferenceStore
-from rlhf_envs.preferences.text_labelers import SyntheticTextLabeler, TerminalTextLabeler, VaderSentiment
+from rlhf_envs.preferences.text_labelers import TerminalTextLabeler, VaderSentiment
 from rlhf_envs.preferences.tldr import load_tldr
 
 __all__ = ["DemoConfig", "WebLabelling", "add_arguments", "run", "run_demo"]
@@ -200,11 +203,12 @@ def run_demo(
     if task == "tldr":
         all_prompts, comparisons = load_tldr_task(prompts, reward_model, human)
     elif task == "sentiment":
-        all_prompts = load_prompts(DEFAULT_PROMPTS_FILE if prompts is None else prompts)
+        all_prompts = load_prompts(EVALUATIVE_PROMPTS_FILE if prompts is None else prompts)
     else:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     if reward_model is None and comparisons is None:
-        labeler = {None: f"synthetic:vader:beta={config.labeler_beta}"}.get(human, f"human:{human}")
+        synthetic = f"synthetic:vader:beta={config.labeler_beta}:tie_below={config.labeler_tie_below}"
+        labeler = synthetic if human is None else f"human:{human}"
         provenance = Provenance(
             model=str(model), prompts=str(prompts or "embedded"), labeler=labeler, seed=seed
         )
@@ -435,9 +439,10 @@ def label_stage(
     if human:
         labeler, who = TerminalTextLabeler(), "you"
     else:
-        synthetic = SyntheticTextLabeler(oracle, beta=config.labeler_beta, seed=seed)
+        synthetic = config.synthetic_labeler(oracle, seed)
         bar = tqdm(total=missing, desc="labelling (synthetic, VADER)", leave=False)
-        who = f"the synthetic labeler (VADER, β={config.labeler_beta})"
+        ties = "" if config.labeler_tie_below is None else f", ties below |{config.labeler_tie_below}|"
+        who = f"the synthetic labeler (VADER, β={config.labeler_beta}{ties})"
 
         def labeler(prompt: str, a: str, b: str) -> float:
             bar.update()
@@ -447,7 +452,7 @@ def label_stage(
     added = collect_labels(store, labeler, reference, tokenizer, prompts, config, seed)
     if not human:
         bar.close()
-    console.print(f"[2] {added} pairs labelled by {who} -> {store.path}")
+    console.print(f"[2] {added} pairs labelled by {who}, {store.ties} ties in all -> {store.path}")
 
 
 def web_label_stage(
@@ -520,14 +525,23 @@ def reward_model_stage(
         agreement_text = "the oracle scores every pair alike"
     else:
         agreement_text = f"agrees with the oracle on {agreement:.1%} of those it tells apart"
+    ties = ""
+    if metrics["tie_fraction"]:
+        ties = (
+            f" (ties, {metrics['tie_fraction']:.1%} of the labels, left out; with them counted half right: "
+            f"{metrics['accuracy_all_pairs']:.1%})"
+        )
     console.print(
         f"[3] reward model: held-out accuracy [bold]{metrics['eval_accuracy']:.1%}[/] on "
-        f"{len(fit.eval_pairs)} labelled pairs (loss {metrics['eval_loss']:.3f}); "
+        f"{len(fit.eval_pairs)} decisive labelled pairs{ties} (loss {metrics['eval_loss']:.3f}); "
         f"{agreement_text} -> {out / 'reward_model'}"
     )
     figures = {
         "eval_accuracy": metrics["eval_accuracy"],
+        "eval_pairs": len(fit.eval_pairs),
         "eval_loss": metrics["eval_loss"],
+        "tie_fraction": metrics["tie_fraction"],
+        "accuracy_all_pairs": metrics["accuracy_all_pairs"],
         "oracle_agreement": agreement,
     }
     return fit.reward_model, figures
@@ -683,9 +697,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.kl_target,
         help="KL per episode the controller aims at",
     )
+    parser.add_argument(
+        "--no-ties",
+        action="store_true",
+        help="the synthetic labeler always picks one continuation (a coin flip between two without "
+        f"sentiment) instead of calling a pair equal when neither leaves VADER's neutral band "
+        f"(|compound| < {defaults.labeler_tie_below})",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=positive_int, default=2, help="CPU threads for torch")
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=1,
+        help="CPU threads for torch (default 1: the embedded model's matrices are too small to gain from "
+        "more, and a thread pool sharing its cores with other work spins; a larger --model may gain)",
+    )
     parser.add_argument(
         "--allow-provenance-mismatch",
         action="store_true",
@@ -700,6 +727,8 @@ def run(args: argparse.Namespace) -> int:
     transformers.utils.logging.disable_progress_bar()
     config = DemoConfig.quick() if args.quick else DemoConfig()
     config.kl_target = args.kl_target
+    if args.no_ties:
+        config.labeler_tie_below = None
     if args.pairs is not None or args.human:
         config.pairs = args.pairs if args.pairs is not None else 20
     if args.task == "tldr":

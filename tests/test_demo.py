@@ -28,7 +28,8 @@ def test_demo_quick_runs_and_prints_its_report(tmp_path, capsys, device):
     (tmp_path / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
     out = tmp_path / "out"
     argv = ["demo", "--quick", "--model", str(tmp_path / "lm"), "--prompts", str(tmp_path / "prompts.txt")]
-    assert main([*argv, "--out", str(out), "--threads", "1", "--device", device]) == 0
+    # The tiny model writes word pieces without sentiment: every pair would be a tie.
+    assert main([*argv, "--out", str(out), "--threads", "1", "--device", device, "--no-ties"]) == 0
     printed = capsys.readouterr().out
     for expected in (
         "held-out accuracy",
@@ -40,6 +41,12 @@ def test_demo_quick_runs_and_prints_its_report(tmp_path, capsys, device):
         assert expected in printed
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["before"]) == set(summary["after"]) == {"oracle", "reward", "kl"}
+    figures = summary["reward_model"]
+    labels = TextPreferenceStore(out / "preferences.jsonl")
+    assert figures["tie_fraction"] == labels.ties / len(labels)
+    assert figures["accuracy_all_pairs"] == pytest.approx(
+        figures["eval_accuracy"] * (1 - figures["tie_fraction"]) + 0.5 * figures["tie_fraction"]
+    )
     # Before fine-tuning the sampled policy is π_pt itself: the KL estimate is exactly zero.
     assert summary["before"]["kl"] == pytest.approx(0.0, abs=1e-6)
     assert summary["after"]["kl"] != summary["before"]["kl"]
@@ -65,6 +72,33 @@ def test_stages_fit_a_learnable_preference(tmp_path, device):
     assert fit.metrics["eval_accuracy"] == 1.0
     oracle = lambda prompt, completion: float(completion in GOOD)  # noqa: E731
     assert oracle_agreement(fit.reward_model, oracle, fit.eval_pairs) == 1.0
+
+
+def test_ties_are_left_out_of_the_fit_and_counted_half_right_in_the_accuracy_on_all_pairs(tmp_path):
+    tokenizer = tiny_tokenizer()
+    tiny_lm(tokenizer).save_pretrained(tmp_path / "lm")
+    store = TextPreferenceStore(tmp_path / "preferences.jsonl")
+    for i in range(48):
+        store.add(PROMPTS[i % 4], GOOD[i % 4], BAD[(i // 4) % 4])
+    for i in range(16):  # ties in the learned order's reverse: fitted, they would pull it apart
+        store.add(PROMPTS[i % 4], BAD[i % 4], GOOD[i % 4], tie=True)
+    config = DemoConfig(rm_epochs=3, rm_learning_rate=1e-3, rm_batch_size=8)
+    fit = fit_reward_model(str(tmp_path / "lm"), tokenizer, store, config, 0, resolve_device("cpu"))
+    assert fit.metrics["eval_accuracy"] == 1.0 and fit.metrics["tie_fraction"] == 0.25
+    assert fit.metrics["accuracy_all_pairs"] == 1.0 * 0.75 + 0.5 * 0.25
+    assert set(fit.eval_pairs["chosen"]) <= set(GOOD)  # the held-out pairs are decisive ones
+
+    ties_only = TextPreferenceStore(tmp_path / "ties.jsonl")
+    for i in range(8):
+        ties_only.add(PROMPTS[i % 4], GOOD[i % 4], BAD[i % 4], tie=i > 0)
+    with pytest.raises(ValueError, match="1 of 8 labels prefer one completion"):
+        fit_reward_model(str(tmp_path / "lm"), tokenizer, ties_only, config, 0, resolve_device("cpu"))
+
+
+def test_synthetic_labeler_of_the_budget_ties_as_configured():
+    oracle = lambda prompt, completion: 0.0  # noqa: E731
+    assert DemoConfig().synthetic_labeler(oracle, seed=0)("p", "a", "b") == 0.5
+    assert DemoConfig(labeler_tie_below=None).synthetic_labeler(oracle, seed=0)("p", "a", "b") in (0.0, 1.0)
 
 
 def test_collect_labels_adds_only_the_missing_pairs(tmp_path, device):

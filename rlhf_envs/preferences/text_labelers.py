@@ -1,8 +1,9 @@
 """Who says which of two completions of a prompt is better.
 
 A text labeler is any callable ``(prompt, completion_a, completion_b) -> label | None`` with label
-1.0 when a is preferred, 0.0 when b is, and ``None`` for a skipped pair; :func:`collect_text_preferences`
-turns its answers into ``(prompt, chosen, rejected)`` rows of a :class:`TextPreferenceStore`.
+1.0 when a is preferred, 0.0 when b is, :data:`TIE` (0.5) when neither is better, and ``None`` for a
+skipped pair; :func:`collect_text_preferences` turns its answers into ``(prompt, chosen, rejected)`` rows
+of a :class:`TextPreferenceStore` (a tie is stored, marked as one, but carries no preference).
 """
 
 from __future__ import annotations
@@ -19,8 +20,12 @@ from rlhf_envs.preferences.text import TextPreferenceStore
 from rlhf_envs.rewards.bradley_terry import preference_probability
 
 TextLabeler = Callable[[str, str, str], "float | None"]
+#: The label of a pair in which neither completion is better ("equal", as InstructGPT's and Anthropic's
+#: labelers may answer).
+TIE = 0.5
 
 __all__ = [
+    "TIE",
     "SyntheticTextLabeler",
     "TerminalTextLabeler",
     "TextLabeler",
@@ -30,7 +35,12 @@ __all__ = [
 
 
 class VaderSentiment:
-    """VADER's compound sentiment of the completion, in [−1, 1] (the default hidden score)."""
+    """VADER's compound sentiment of the completion, in [−1, 1] (the default hidden score).
+
+    VADER's authors call a text neutral when its compound lies within ±:attr:`NEUTRAL` of zero.
+    """
+
+    NEUTRAL = 0.05
 
     def __init__(self) -> None:
         self._analyzer = SentimentIntensityAnalyzer()
@@ -42,22 +52,34 @@ class VaderSentiment:
 class SyntheticTextLabeler:
     """Boltzmann-rational choices from a hidden score: P(a ≻ b) = σ(β (s(x, a) − s(x, b))).
 
-    The stand-in for a human of Christiano et al. (2017) for text.
+    The stand-in for a human of Christiano et al. (2017) for text. With ``tie_below`` it also answers
+    "equal" (:data:`TIE`), as a person asked to compare two texts without the quality in question would,
+    instead of flipping a coin.
 
     Args:
         score: the hidden oracle ``(prompt, completion) -> float``; defaults to VADER's sentiment of
             the completion, so the labels prefer positive text.
         beta: rationality; larger is more consistent, 0 answers at random.
         seed: seeds the labeler's own ``numpy.random.Generator``.
+        tie_below: a tie when both scores lie within ±``tie_below`` of zero (neither completion carries
+            the score's signal; ``VaderSentiment.NEUTRAL`` is VADER's neutral band) or the two scores
+            are equal; ``None``: never a tie.
     """
 
     def __init__(
-        self, score: Callable[[str, str], float] | None = None, beta: float = 5.0, seed: int | None = None
+        self,
+        score: Callable[[str, str], float] | None = None,
+        beta: float = 5.0,
+        seed: int | None = None,
+        tie_below: float | None = None,
     ) -> None:
         if not beta >= 0:
             raise ValueError(f"beta must be >= 0, got {beta}")
+        if tie_below is not None and not tie_below >= 0:
+            raise ValueError(f"tie_below must be >= 0 or None, got {tie_below}")
         self.score = score or VaderSentiment()
         self.beta = beta
+        self.tie_below = tie_below
         self.rng = np.random.default_rng(seed)
 
     def probability(self, prompt: str, completion_a: str, completion_b: str) -> float:
@@ -66,12 +88,22 @@ class SyntheticTextLabeler:
         score_b = torch.tensor(self.score(prompt, completion_b), dtype=torch.float64)
         return float(preference_probability(score_a, score_b, self.beta))
 
+    def is_tie(self, prompt: str, completion_a: str, completion_b: str) -> bool:
+        """Whether this labeler calls the pair equal (never without ``tie_below``)."""
+        if self.tie_below is None:
+            return False
+        score_a, score_b = self.score(prompt, completion_a), self.score(prompt, completion_b)
+        return score_a == score_b or max(abs(score_a), abs(score_b)) < self.tie_below
+
     def __call__(self, prompt: str, completion_a: str, completion_b: str) -> float:
+        if self.is_tie(prompt, completion_a, completion_b):
+            return TIE
         return float(self.rng.random() < self.probability(prompt, completion_a, completion_b))
 
 
 class TerminalTextLabeler:
-    """Shows the prompt and two completions and reads the person's choice: ``1``, ``2`` or ``s`` (skip).
+    """Shows the prompt and two completions and reads the person's choice: ``1``, ``2``, ``=`` (equal:
+    a tie) or ``s`` (skip).
 
     Args:
         input_stream: where answers are read from (standard input by default; a ``StringIO`` in tests).
@@ -86,7 +118,7 @@ class TerminalTextLabeler:
         write = self.output_stream.write
         write(f"\n=== prompt ===\n{prompt}\n--- 1 ---\n{completion_a}\n--- 2 ---\n{completion_b}\n")
         while True:
-            write("Which completion is better? [1/2, s = skip] ")
+            write("Which completion is better? [1/2, = equal, s = skip] ")
             self.output_stream.flush()
             line = self.input_stream.readline()
             if not line:  # end of input: nothing more will be answered
@@ -94,9 +126,11 @@ class TerminalTextLabeler:
             answer = line.strip().lower()
             if answer in ("1", "2"):
                 return 1.0 if answer == "1" else 0.0
+            if answer == "=":
+                return TIE
             if answer == "s":
                 return None
-            write(f"please answer 1, 2 or s, not {answer!r}\n")
+            write(f"please answer 1, 2, = or s, not {answer!r}\n")
 
 
 def collect_text_preferences(
@@ -106,9 +140,10 @@ def collect_text_preferences(
     completions_a: Sequence[str],
     completions_b: Sequence[str],
 ) -> int:
-    """Ask ``labeler`` about each pair and append every answered one to ``store`` (one fsync each).
+    """Ask ``labeler`` about each pair and append every answered one to ``store`` (one fsync each); a
+    tie is stored with the pair in the order shown, marked as a tie.
 
-    Returns the number of comparisons added (skipped pairs are not stored).
+    Returns the number of comparisons added, ties included (skipped pairs are not stored).
     """
     if not len(prompts) == len(completions_a) == len(completions_b):
         raise ValueError(
@@ -120,9 +155,11 @@ def collect_text_preferences(
         label = labeler(prompt, a, b)
         if label is None:
             continue
-        if label not in (0.0, 1.0):
-            raise ValueError(f"a text label is 1 (a preferred) or 0 (b preferred), got {label!r}")
-        chosen, rejected = (a, b) if label == 1.0 else (b, a)
-        store.add(prompt, chosen, rejected)
+        if label not in (0.0, 1.0, TIE):
+            raise ValueError(
+                f"a text label is 1 (a preferred), 0 (b preferred) or {TIE} (a tie), got {label!r}"
+            )
+        chosen, rejected = (b, a) if label == 0.0 else (a, b)
+        store.add(prompt, chosen, rejected, tie=label == TIE)
         added += 1
     return added
