@@ -10,8 +10,9 @@ like-for-like run). The env is gymnasium's forward reward through ``rlhf_envs/Ha
 Each (method, seed) run is written to ``--records/<method>_seed<k>.json`` as soon as it ends:
 the final return (deterministic, ``--eval-episodes`` episodes), the wall time of training alone,
 and the learning curve (deterministic evaluation of ``--curve-episodes`` episodes every
-``--eval-every`` env steps, its time excluded from the wall time for both methods). Runs whose
-record exists are skipped, so a killed benchmark resumes where it stopped. Then the script prints
+``--eval-every`` env steps, its time excluded from the wall time for both methods); beside the
+wall time, the process's CPU time of training, which another job sharing the core does not inflate.
+Runs whose record exists are skipped, so a killed benchmark resumes where it stopped. Then the script prints
 mean ± std of both methods and the ratios (return ours / SB3, wall time ours / SB3), writes them
 to ``benchmarks/results/ppo_half_cheetah.json`` and plots both curves (mean ± std over seeds).
 
@@ -65,12 +66,12 @@ def evaluate(predict: Predict, episodes: int, seed: int) -> float:
 
 
 class LearningCurve:
-    """Deterministic evaluations every ``every`` env steps, timed apart from training."""
+    """Deterministic evaluations every ``every`` env steps, timed (wall and CPU) apart from training."""
 
     def __init__(self, every: int, episodes: int, seed: int) -> None:
         self.every, self.episodes, self.seed = every, episodes, seed
         self.points: list[tuple[int, float]] = []
-        self.eval_seconds = 0.0
+        self.eval_seconds = self.eval_cpu_seconds = 0.0
         self._next = 0
 
     def maybe_evaluate(self, step: int, predict: Predict) -> None:
@@ -80,9 +81,10 @@ class LearningCurve:
             self._next = (step // self.every + 1) * self.every
 
     def add(self, step: int, predict: Predict, episodes: int) -> float:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         mean_return = evaluate(predict, episodes, self.seed)
         self.eval_seconds += time.perf_counter() - start
+        self.eval_cpu_seconds += time.process_time() - cpu_start
         self.points.append((step, mean_return))
         return mean_return
 
@@ -185,7 +187,7 @@ def run_record(method: str, seed: int, args: argparse.Namespace) -> dict[str, An
     """Train and evaluate one (method, seed) run; its record."""
     curve = LearningCurve(args.eval_every, args.curve_episodes, seed)
     load_before = os.getloadavg()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     if method == "ours":
         config = hyperparameters("ppo", ENV_ID, args.preset)
         predict = train_ours(config, args.steps, seed, args.device, curve)
@@ -194,6 +196,7 @@ def run_record(method: str, seed: int, args: argparse.Namespace) -> dict[str, An
         predict = train_sb3(args.steps, seed, args.device, curve)
         settings = {"preset": "rl-zoo3", "config": SB3_ZOO | SB3_ZOO_POLICY}
     train_seconds = time.perf_counter() - start - curve.eval_seconds
+    train_cpu_seconds = time.process_time() - cpu_start - curve.eval_cpu_seconds
     final_return = curve.add(args.steps, predict, args.eval_episodes)
     return {
         "method": method,
@@ -205,6 +208,7 @@ def run_record(method: str, seed: int, args: argparse.Namespace) -> dict[str, An
         "final_return": final_return,
         "eval_episodes": args.eval_episodes,
         "train_seconds": train_seconds,
+        "train_cpu_seconds": train_cpu_seconds,
         "curve": {"episodes": args.curve_episodes, "points": curve.points},
         "load_average_1min": {"start": load_before[0], "end": os.getloadavg()[0]},
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -220,8 +224,11 @@ def load_or_run(method: str, seed: int, args: argparse.Namespace) -> dict[str, A
             raise ValueError(
                 f"{path} is a {record['steps']}-step run, not {args.steps}: pass another --records folder"
             )
-        if method == "ours" and record["preset"] != args.preset:
-            raise ValueError(f"{path} ran preset {record['preset']!r}, not {args.preset!r}")
+        if method == "ours" and record["config"] != jsonable(hyperparameters("ppo", ENV_ID, args.preset)):
+            raise ValueError(
+                f"{path} ran preset {record['preset']!r} with another configuration than --preset "
+                f"{args.preset}'s now: move it away to run it again"
+            )
         return record
     if args.no_train:
         return None
@@ -249,6 +256,8 @@ def summary(records: list[dict[str, Any]]) -> dict[str, Any]:
         "train_seconds_mean": float(seconds.mean()),
         "train_seconds_std": float(seconds.std()),
         "train_seconds": seconds.tolist(),
+        # Records written before CPU time was kept have None.
+        "train_cpu_seconds": [record.get("train_cpu_seconds") for record in records],
     }
 
 
@@ -332,7 +341,8 @@ def main() -> None:
     notes = (
         "Wall time: training only, the curve's evaluations excluded. Runs one at a time, 1 torch thread, "
         "on a machine shared with other sessions' jobs whose load varied during the runs: each record "
-        "holds the 1-minute load average at its start and end."
+        "holds the 1-minute load average at its start and end, and the runs recorded since CPU time was "
+        "kept hold the CPU time of training (train_cpu_seconds; null before), which load does not inflate."
     )
     path = write_result("ppo_half_cheetah", figures, notes=notes)
     print(f"results: {path}")

@@ -14,7 +14,8 @@ HalfCheetah configuration, ``--agent sb3`` Stable-Baselines3's PPO with rl-zoo3'
 hyperparameters. Each run is evaluated on 10 deterministic episodes of the hidden score, and on 2 every
 round for the learning curve. On the forward reward the anchor is ``benchmarks/ppo_half_cheetah.py``'s
 record of the same agent, configuration, steps and seed when there is one (the same evaluation
-episodes; its curve has a point every 50k steps): it is not run again.
+episodes; its curve has a point every 50k steps): it is not run again. Every record holds the PPO
+configuration it trained with, and learned and true runs are compared only within one configuration.
 
 Each finished run is written to ``benchmarks/results/preferences_half_cheetah/`` and skipped when its
 record is there, so a killed job resumes where it stopped; after every run the
@@ -85,6 +86,15 @@ REWARD_MODEL = dict(ensemble_size=3, hidden_sizes=(64, 64), epochs=20)
 
 EVAL_EPISODES = 10
 CURVE_EPISODES = 2
+
+
+def ppo_config(agent_name: str) -> dict[str, Any]:
+    """The agent's PPO configuration as its records hold it (JSON values)."""
+    return json.loads(json.dumps(jsonable(OURS if agent_name == "ours" else SB3_ZOO)))
+
+
+def config_key(record: dict[str, Any]) -> str:
+    return json.dumps(record["config"], sort_keys=True)
 
 
 def make_env(score: str) -> gym.Env:
@@ -254,7 +264,7 @@ def run(agent_name: str, kind: str, score: str, steps: int, seed: int) -> dict[s
         "seed": seed,
         "steps": steps,
         "timesteps": int(agent.model.num_timesteps),
-        "config": jsonable(OURS if agent_name == "ours" else SB3_ZOO),
+        "config": ppo_config(agent_name),
         "labels": labels,
         "final": final,
         "curve": curve,
@@ -269,16 +279,18 @@ def record_path(agent_name: str, kind: str, score: str, steps: int, seed: int) -
     return RECORDS / f"{agent_name}-{kind}-{score}-{steps}-seed{seed}.json"
 
 
-def ppo_benchmark_anchor(agent_name: str, steps: int, seed: int) -> dict[str, Any] | None:
-    """benchmarks/ppo_half_cheetah.py's run of the agent on the forward reward with our configuration,
-    steps and seed (evaluated on the same episodes), as this script's record; None if there is none."""
+def ppo_benchmark_anchor(
+    agent_name: str, steps: int, seed: int, config: dict[str, Any]
+) -> dict[str, Any] | None:
+    """benchmarks/ppo_half_cheetah.py's run of the agent on the forward reward with ``config`` (JSON
+    values), ``steps`` and ``seed`` (evaluated on the same episodes), as this script's record; None if
+    there is none."""
     path = PPO_RECORDS / f"{agent_name}_seed{seed}.json"
     if not path.exists():
         return None
     record = json.loads(path.read_text())
-    ours = json.loads(json.dumps(jsonable(OURS if agent_name == "ours" else SB3_ZOO)))
     # SB3's record also names its policy and normalization, the same as SB3Agent's.
-    if record["steps"] != steps or any(record["config"].get(key) != value for key, value in ours.items()):
+    if record["steps"] != steps or any(record["config"].get(key) != value for key, value in config.items()):
         return None
     return {
         "agent": agent_name,
@@ -286,6 +298,7 @@ def ppo_benchmark_anchor(agent_name: str, steps: int, seed: int) -> dict[str, An
         "score": "forward",
         "seed": seed,
         "steps": steps,
+        "config": config,
         "labels": 0,
         "final": {"return": record["final_return"], "exit_rate": None, "mean_exit_step": None},
         "curve": [{"timesteps": step, "return": value} for step, value in record["curve"]["points"]],
@@ -295,27 +308,43 @@ def ppo_benchmark_anchor(agent_name: str, steps: int, seed: int) -> dict[str, An
 
 
 def all_records() -> list[dict[str, Any]]:
-    """This script's records, and ppo_half_cheetah.py's anchors for the seeds that have none here."""
+    """This script's records, and ppo_half_cheetah.py's anchors (same configuration) for the forward
+    runs that have none here."""
     records = [json.loads(path.read_text()) for path in sorted(RECORDS.glob("*.json"))]
-    own_anchors = {(r["agent"], r["steps"], r["seed"]) for r in records if r["reward"] == "true"}
-    forward_runs = {(r["agent"], r["steps"], r["seed"]) for r in records if r["score"] == "forward"}
-    for agent_name, steps, seed in sorted(forward_runs - own_anchors):
-        anchor = ppo_benchmark_anchor(agent_name, steps, seed)
-        records += [anchor] if anchor is not None else []
+    own_anchors = {
+        (r["agent"], r["steps"], r["seed"], config_key(r))
+        for r in records
+        if (r["reward"], r["score"]) == ("true", "forward")
+    }
+    learned_runs = {
+        (r["agent"], r["steps"], r["seed"], config_key(r)): r["config"]
+        for r in records
+        if (r["reward"], r["score"]) == ("learned", "forward")
+    }
+    for (agent_name, steps, seed, key), config in sorted(learned_runs.items()):
+        if (agent_name, steps, seed, key) not in own_anchors:
+            anchor = ppo_benchmark_anchor(agent_name, steps, seed, config)
+            records += [anchor] if anchor is not None else []
     return records
 
 
 def summarize(command: str) -> dict[str, Any]:
-    """The summary of every record: per agent, score and steps, learned vs true over common seeds."""
+    """The summary of every record: per agent, score, steps and PPO configuration, learned vs true
+    over common seeds."""
     records = all_records()
-    groups: dict[tuple[str, str, int], dict[str, dict[int, dict]]] = {}
+    groups: dict[tuple[str, str, int, str], dict[str, dict[int, dict]]] = {}
     for record in records:
-        key = (record["agent"], record["score"], record["steps"])
+        key = (record["agent"], record["score"], record["steps"], config_key(record))
         groups.setdefault(key, {"learned": {}, "true": {}})[record["reward"]][record["seed"]] = record
     comparisons = []
-    for (agent_name, score, steps), runs in sorted(groups.items()):
+    for (agent_name, score, steps, key), runs in sorted(groups.items()):
         seeds = sorted(set(runs["learned"]) & set(runs["true"]))
-        entry: dict[str, Any] = {"agent": agent_name, "score": score, "steps": steps}
+        entry: dict[str, Any] = {
+            "agent": agent_name,
+            "score": score,
+            "steps": steps,
+            "config": json.loads(key),
+        }
         for kind in ("learned", "true"):
             finals = [runs[kind][s]["final"]["return"] for s in sorted(runs[kind])]
             entry[kind] = {
@@ -355,9 +384,8 @@ def summarize(command: str) -> dict[str, Any]:
             "preferences": PREFERENCES,
             "labeler": LABELER,
             "reward_model": REWARD_MODEL,
-            "ours_ppo": jsonable(OURS),
-            "sb3_ppo": SB3_ZOO,
             "eval_episodes": EVAL_EPISODES,
+            "ppo": "each comparison's config: the PPO configuration of all its runs, learned and true",
         },
         "comparisons": comparisons,
         "summary_command": command,
@@ -377,11 +405,11 @@ def plot(path: Path, steps: int, score: str) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7, 4.2))
-    runs: dict[tuple[str, str], list[dict]] = {}
+    runs: dict[tuple[str, str, str], list[dict]] = {}
     for record in all_records():
         if (record["score"], record["steps"]) == (score, steps):
-            runs.setdefault((record["agent"], record["reward"]), []).append(record)
-    for (agent_name, kind), records in sorted(runs.items()):
+            runs.setdefault((record["agent"], record["reward"], config_key(record)), []).append(record)
+    for (agent_name, kind, _), records in sorted(runs.items()):
         length = min(len(r["curve"]) for r in records)
         x = np.array([p["timesteps"] for p in records[0]["curve"][:length]])
         y = np.array([[p["return"] for p in r["curve"][:length]] for r in records])
@@ -431,7 +459,7 @@ def main() -> None:
                     print(f"{path.name}: done before, skipped")
                     continue
                 if (kind, args.score) == ("true", "forward") and ppo_benchmark_anchor(
-                    agent_name, args.steps, seed
+                    agent_name, args.steps, seed, ppo_config(agent_name)
                 ):
                     print(f"{path.name}: the anchor is benchmarks/ppo_half_cheetah.py's run, skipped")
                     continue
