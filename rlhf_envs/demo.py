@@ -720,11 +720,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    torch.set_num_threads(args.threads)
-    # The demo draws its own bars: transformers' weight-loading bars and load reports are noise here.
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+def config_from_args(args: argparse.Namespace) -> DemoConfig:
+    """The budget the command line asks for: the defaults (or ``quick()``) with the flags' changes."""
     config = DemoConfig.quick() if args.quick else DemoConfig()
     config.kl_target = args.kl_target
     if args.no_ties:
@@ -737,11 +734,19 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             setattr(config, name, getattr(args, name))
     config.__post_init__()
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    # The demo draws its own bars: transformers' weight-loading bars and load reports are noise here.
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     run_demo(
         model=args.model,
         reward_model=args.reward_model,
         out=args.out,
-        config=config,
+        config=config_from_args(args),
         human=args.human,
         prompts=args.prompts,
         web=WebLabelling(args.label_mode, args.min_labels, args.host, args.port, args.token),

@@ -91,9 +91,12 @@ class DemoConfig:
 
     @classmethod
     def quick(cls) -> DemoConfig:
+        """A smoke test of every stage: 16 pairs, without ties (a tiny or random model's pairs are
+        mostly ties, which would leave too few decisive labels to fit r_φ and hold some out)."""
         return cls(
             pairs=16,
             pair_tokens=8,
+            labeler_tie_below=None,
             rm_epochs=1,
             rm_batch_size=8,
             batch=8,

@@ -5,6 +5,7 @@ The tests that train run on the ``device`` fixture: the CPU, and CUDA when prese
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from tiny_lm import tiny_lm, tiny_tokenizer
 from transformers import AutoModelForCausalLM
 
 from rlhf_envs.cli import main
-from rlhf_envs.demo import load_tldr_task
+from rlhf_envs.demo import add_arguments, config_from_args, load_tldr_task
 from rlhf_envs.device import resolve_device
 from rlhf_envs.pipeline import DemoConfig, collect_labels, fit_reward_model, oracle_agreement, split_prompts
 from rlhf_envs.preferences.text import TextPreferenceStore
@@ -28,8 +29,7 @@ def test_demo_quick_runs_and_prints_its_report(tmp_path, capsys, device):
     (tmp_path / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
     out = tmp_path / "out"
     argv = ["demo", "--quick", "--model", str(tmp_path / "lm"), "--prompts", str(tmp_path / "prompts.txt")]
-    # The tiny model writes word pieces without sentiment: every pair would be a tie.
-    assert main([*argv, "--out", str(out), "--threads", "1", "--device", device, "--no-ties"]) == 0
+    assert main([*argv, "--out", str(out), "--threads", "1", "--device", device]) == 0
     printed = capsys.readouterr().out
     for expected in (
         "held-out accuracy",
@@ -98,7 +98,17 @@ def test_ties_are_left_out_of_the_fit_and_counted_half_right_in_the_accuracy_on_
 def test_synthetic_labeler_of_the_budget_ties_as_configured():
     oracle = lambda prompt, completion: 0.0  # noqa: E731
     assert DemoConfig().synthetic_labeler(oracle, seed=0)("p", "a", "b") == 0.5
-    assert DemoConfig(labeler_tie_below=None).synthetic_labeler(oracle, seed=0)("p", "a", "b") in (0.0, 1.0)
+    # --quick's 16 pairs of a tiny model's word pieces would be all ties: it labels without them.
+    assert DemoConfig.quick().synthetic_labeler(oracle, seed=0)("p", "a", "b") in (0.0, 1.0)
+
+
+def test_command_line_budget_ties_unless_told_not_to():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert config_from_args(parser.parse_args([])) == DemoConfig()
+    assert config_from_args(parser.parse_args(["--no-ties"])).labeler_tie_below is None
+    quick = config_from_args(parser.parse_args(["--quick", "--pairs", "30"]))
+    assert quick.labeler_tie_below is None and quick.pairs == 30 and quick.new_tokens == 8
 
 
 def test_collect_labels_adds_only_the_missing_pairs(tmp_path, device):
