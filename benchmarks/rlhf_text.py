@@ -20,9 +20,10 @@ Protocol (the same tuning budget for each method):
 
 1. each TRL method trains once per pair of ``--learning-rates`` × ``--trl-betas``; its best run
    (oracle gain) fixes its KL;
-2. ours trains per learning rate with a fixed KL weight β, searched until the exact KLs agree within
-   10% (at most ``--match-attempts`` runs: from ``--beta``, then β × KL_ours / KL_TRL, then the secant
-   of log KL over log β); the best matched run counts. (An adaptive controller's target does not
+2. ours trains per learning rate (``--our-learning-rates``, by default TRL's) with a fixed KL weight
+   β, searched until the exact KLs agree within 10% (at most ``--match-attempts`` runs: from
+   ``--beta``, then β × KL_ours / KL_TRL, then the secant of log KL over log β); the best matched
+   run counts. (An adaptive controller's target does not
    calibrate a short run: its β moves at most 20% per horizon, whatever the target.)
 
 Printed: a table (method, KL, oracle and reward-model gains, each ± the standard error of the
@@ -266,6 +267,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=defaults.batch)
     parser.add_argument("--new-tokens", type=int, default=defaults.new_tokens)
     parser.add_argument("--learning-rates", type=float, nargs="+", default=[3e-5, 1e-4])
+    parser.add_argument(
+        "--our-learning-rates", type=float, nargs="+", help="ours' (default: --learning-rates, TRL's)"
+    )
     parser.add_argument("--trl-betas", type=float, nargs="+", default=[0.05], help="RLOO's and GRPO's KL β")
     parser.add_argument("--trl-methods", nargs="+", default=list(TRL_METHODS), choices=TRL_METHODS)
     parser.add_argument(
@@ -336,7 +340,7 @@ def main() -> None:
         ]
         trl_best = max(trl_runs, key=lambda run: run["oracle"])
         matched = []
-        for learning_rate in args.learning_rates:
+        for learning_rate in args.our_learning_rates or args.learning_rates:
             tried: list[tuple[float, float]] = []  # (β, KL)
             beta = args.beta
             for _ in range(args.match_attempts):
