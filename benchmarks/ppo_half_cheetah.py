@@ -11,7 +11,7 @@ Each (method, seed) run is written to ``--records/<method>_seed<k>.json`` as soo
 the final return (deterministic, ``--eval-episodes`` episodes), the wall time of training alone,
 and the learning curve (deterministic evaluation of ``--curve-episodes`` episodes every
 ``--eval-every`` env steps, its time excluded from the wall time for both methods); beside the
-wall time, the process's CPU time of training, which another job sharing the core does not inflate.
+wall time, the process's CPU time of training, which other jobs on the machine inflate far less.
 Runs whose record exists are skipped, so a killed benchmark resumes where it stopped. Then the script prints
 mean ± std of both methods and the ratios (return ours / SB3, wall time ours / SB3), writes them
 to ``benchmarks/results/ppo_half_cheetah.json`` and plots both curves (mean ± std over seeds).
@@ -342,7 +342,7 @@ def main() -> None:
         "Wall time: training only, the curve's evaluations excluded. Runs one at a time, 1 torch thread, "
         "on a machine shared with other sessions' jobs whose load varied during the runs: each record "
         "holds the 1-minute load average at its start and end, and the runs recorded since CPU time was "
-        "kept hold the CPU time of training (train_cpu_seconds; null before), which load does not inflate."
+        "kept hold the CPU time of training (train_cpu_seconds; null before), which load inflates far less."
     )
     path = write_result("ppo_half_cheetah", figures, notes=notes)
     print(f"results: {path}")
