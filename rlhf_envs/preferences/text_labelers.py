@@ -84,21 +84,27 @@ class SyntheticTextLabeler:
 
     def probability(self, prompt: str, completion_a: str, completion_b: str) -> float:
         """P(a ≻ b) under the hidden score."""
-        score_a = torch.tensor(self.score(prompt, completion_a), dtype=torch.float64)
-        score_b = torch.tensor(self.score(prompt, completion_b), dtype=torch.float64)
-        return float(preference_probability(score_a, score_b, self.beta))
+        return self._probability(self.score(prompt, completion_a), self.score(prompt, completion_b))
 
     def is_tie(self, prompt: str, completion_a: str, completion_b: str) -> bool:
         """Whether this labeler calls the pair equal (never without ``tie_below``)."""
-        if self.tie_below is None:
-            return False
-        score_a, score_b = self.score(prompt, completion_a), self.score(prompt, completion_b)
-        return score_a == score_b or max(abs(score_a), abs(score_b)) < self.tie_below
+        return self._tie(self.score(prompt, completion_a), self.score(prompt, completion_b))
 
     def __call__(self, prompt: str, completion_a: str, completion_b: str) -> float:
-        if self.is_tie(prompt, completion_a, completion_b):
+        # Each completion is scored once: the tie rule and the choice read the same two scores.
+        score_a, score_b = self.score(prompt, completion_a), self.score(prompt, completion_b)
+        if self._tie(score_a, score_b):
             return TIE
-        return float(self.rng.random() < self.probability(prompt, completion_a, completion_b))
+        return float(self.rng.random() < self._probability(score_a, score_b))
+
+    def _probability(self, score_a: float, score_b: float) -> float:
+        scores = torch.tensor([score_a, score_b], dtype=torch.float64)
+        return float(preference_probability(scores[0], scores[1], self.beta))
+
+    def _tie(self, score_a: float, score_b: float) -> bool:
+        if self.tie_below is None:
+            return False
+        return score_a == score_b or max(abs(score_a), abs(score_b)) < self.tie_below
 
 
 class TerminalTextLabeler:
