@@ -121,9 +121,13 @@ def parse_brown_tagged(text: str) -> list[TaggedSentence]:
     return sentences
 
 
+def _sentence_text(sentence: TaggedSentence) -> str:
+    return detokenize([word for word, _ in sentence])
+
+
 def parse_brown_file(text: str) -> list[str]:
     """One tagged Brown file as its detokenized sentences."""
-    return [detokenize([word for word, _ in sentence]) for sentence in parse_brown_tagged(text)]
+    return [_sentence_text(sentence) for sentence in parse_brown_tagged(text)]
 
 
 def fetch_brown(cache_dir: str | Path | None = None) -> Path:
@@ -160,10 +164,7 @@ def load_brown_tagged(cache_dir: str | Path | None = None) -> list[list[TaggedSe
 
 def load_brown(cache_dir: str | Path | None = None) -> list[list[str]]:
     """The Brown corpus's 500 texts, in the corpus's order (genre by genre), each a list of sentences."""
-    return [
-        [detokenize([word for word, _ in sentence]) for sentence in document]
-        for document in load_brown_tagged(cache_dir)
-    ]
+    return [[_sentence_text(sentence) for sentence in document] for document in load_brown_tagged(cache_dir)]
 
 
 def read_text_file(path: str | Path) -> list[list[str]]:
@@ -258,5 +259,5 @@ def make_evaluative_prompts(documents: list[list[TaggedSentence]], max_words: in
         for sentence in document:
             verb = next((i for i in range(1, len(sentence) - 1) if _links_to_adjective(sentence, i)), None)
             if verb is not None and verb < max_words:
-                prompts[detokenize([word for word, _ in sentence[: verb + 1]])] = None
+                prompts[_sentence_text(sentence[: verb + 1])] = None
     return list(prompts)
