@@ -344,7 +344,7 @@ def main() -> None:
         "holds the 1-minute load average at its start and end, and the runs recorded since CPU time was "
         "kept hold the CPU time of training (train_cpu_seconds; null before), which load inflates far less."
     )
-    path = write_result("ppo_half_cheetah", figures, notes=notes)
+    path = write_result("ppo_half_cheetah", figures, notes=notes, device=resolve_device(args.device))
     print(f"results: {path}")
     if any(records.values()):
         print(f"learning curves: {plot_curves(records, args.figure, args.steps, args.preset)}")

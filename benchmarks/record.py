@@ -33,10 +33,19 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def write_result(name: str, figures: dict[str, Any], notes: str = "") -> Path:
-    """Write ``figures`` with the command, machine and date to ``benchmarks/results/<name>.json``."""
+def result_path(name: str, device: str | torch.device = "cpu") -> Path:
+    """``benchmarks/results/<name>.json`` for CPU figures, ``<name>_cuda.json`` for a GPU's: a GPU run never
+    overwrites the CPU figures that the README cites, nor the other way round."""
+    kind = torch.device(device).type
+    return RESULTS_DIR / (f"{name}.json" if kind == "cpu" else f"{name}_{kind}.json")
+
+
+def write_result(
+    name: str, figures: dict[str, Any], notes: str = "", device: str | torch.device = "cpu"
+) -> Path:
+    """Write ``figures`` with the command, machine and date to ``result_path(name, device)``."""
     RESULTS_DIR.mkdir(exist_ok=True)
-    path = RESULTS_DIR / f"{name}.json"
+    path = result_path(name, device)
     record = {
         "command": " ".join(["python", *sys.argv]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -414,6 +414,7 @@ def main() -> None:
         notes="KL: exact per-token KL(π ‖ π_pt) from both full distributions on continuations sampled at "
         "temperature 1 (every method's training setting), summed per continuation; k1_kl is the one-sample "
         "log-ratio estimate on the same continuations. Wall time: training only, on the shared CPU.",
+        device=reference.device,
     )
     print(f"wrote {path}")
 

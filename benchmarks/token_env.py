@@ -36,10 +36,11 @@ from datetime import datetime, timezone
 
 import torch
 from gpt2_small import random_gpt2_small
-from record import RESULTS_DIR, write_result
+from record import result_path, write_result
 from transformers import AutoModelForSequenceClassification
 
 from agents.token_policy import PackedTokenObservations, TokenActorCritic
+from rlhf_envs.device import resolve_device
 from rlhf_envs.envs.token import TokenEnvConfig, TokenVectorEnv
 from rlhf_envs.lm.assets import DEFAULT_PROMPTS_FILE, EMBEDDED_REWARD_MODEL_DIR, load_prompts
 from rlhf_envs.lm.loading import load_causal_lm, resolve_model_path
@@ -216,7 +217,8 @@ def main() -> None:
         return
     # Each setting is written as soon as it is measured, beside the file's other settings: a suite run
     # in parts (the thread counts when the machine allows) keeps them all, each with its date and load.
-    results = RESULTS_DIR / "token_env.json"
+    device = resolve_device(args.device)
+    results = result_path("token_env", device)
     figures = json.loads(results.read_text())["figures"] if results.is_file() else {}
     for model, batch, episodes in (row for row in SUITE if row[0] in args.suite_models):
         for threads in args.suite_threads:
@@ -229,6 +231,7 @@ def main() -> None:
                 notes="A/B of tokens/s, best of the repeats of each side, A and B alternating (A B, B A, "
                 "A B). The load: load_average_1min (before, after) and each best run's CPU share (CPU s "
                 "per wall s; the thread count on an idle machine), and what else ran (load_note).",
+                device=device,
             )
     print(f"wrote {path}")
 

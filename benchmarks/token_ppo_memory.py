@@ -90,6 +90,7 @@ def main() -> None:
         "token_ppo_memory",
         {**results, "ratio": ratio, "measure": key},
         notes="peak RSS of the whole process (interpreter and libraries included) in both designs",
+        device=args.device,
     )
     print(f"wrote {path}")
 
