@@ -347,15 +347,16 @@ class TokenActorCritic(nn.Module):
         self._live_columns = min(self._live_columns + 1, obs.shape[1])
         for layer in self._cache.layers:  # the window slides by one: its oldest column is always padding
             layer.slide(self._live_columns - 1)
-        from rlhf_envs.lm.tokens import decoding_mask  # with transformers, once an LM policy exists
+        from rlhf_envs.lm.cache import CACHE  # with transformers, once an LM policy exists
+        from rlhf_envs.lm.tokens import decoding_mask
 
         output = self._backbone(
             input_ids=self._last_action[:, None],
             # A prepared mask: given a 2-D one, transformers would check it for padding on the host.
             attention_mask=decoding_mask(self.language_model, (obs[:, -self._live_columns :] >= 0).long()),
             position_ids=self._positions[:, None],
-            cache=self._cache,
             use_cache=True,
+            **{CACHE: self._cache},
         )
         self._positions = self._positions + 1
         hidden = output.last_hidden_state[:, -1]
@@ -365,13 +366,14 @@ class TokenActorCritic(nn.Module):
 
     def _prefill(self, obs: torch.Tensor, columns: int | None = None) -> torch.Tensor:
         """Fill the cache from the windows ``obs`` (their last ``columns`` columns, the rest padding)."""
-        from rlhf_envs.lm.cache import WindowLayer  # with transformers, once an LM policy exists
+        # with transformers, once an LM policy exists
+        from rlhf_envs.lm.cache import WindowLayer, returned_cache
 
         inputs = _model_inputs(obs if columns is None else obs[:, -columns:])
         output = self._backbone(**inputs, use_cache=True)
-        self._cache = output.cache
+        self._cache = returned_cache(output)
         self._cache.layers = [
-            WindowLayer(layer.keys, layer.values, obs.shape[1]) for layer in output.cache.layers
+            WindowLayer(layer.keys, layer.values, obs.shape[1]) for layer in self._cache.layers
         ]
         self._positions = inputs["position_ids"][:, -1] + 1
         self._live_columns = inputs["input_ids"].shape[1]
@@ -380,9 +382,11 @@ class TokenActorCritic(nn.Module):
     def _prefill_rows(
         self, obs: torch.Tensor, rows: torch.Tensor, columns: int | None = None
     ) -> torch.Tensor:
+        from rlhf_envs.lm.cache import returned_cache  # with transformers, once an LM policy exists
+
         inputs = _model_inputs(obs[rows] if columns is None else obs[rows, -columns:])
         output = self._backbone(**inputs, use_cache=True)
-        for layer, fresh in zip(self._cache.layers, output.cache.layers, strict=True):
+        for layer, fresh in zip(self._cache.layers, returned_cache(output).layers, strict=True):
             layer.write(rows, fresh.keys, fresh.values)
         self._positions = self._positions.index_copy(0, rows, inputs["position_ids"][:, -1] + 1)
         self._live_columns = max(self._live_columns, inputs["input_ids"].shape[1])

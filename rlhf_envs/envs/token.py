@@ -32,7 +32,7 @@ from rlhf_envs.device import resolve_device
 from rlhf_envs.envs.arguments import autoreset_mode_from, boolean, positive_int, real
 from rlhf_envs.envs.batched import BatchedCore, check_face_state, numpy_rng_from_state, numpy_rng_state
 from rlhf_envs.lm.assets import DEFAULT_PROMPTS_FILE, load_prompts
-from rlhf_envs.lm.cache import WindowLayer
+from rlhf_envs.lm.cache import CACHE, WindowLayer, returned_cache
 from rlhf_envs.lm.loading import load_causal_lm
 from rlhf_envs.lm.reward_model import RewardModelSpec, TextRewardFn, check_scores, resolve_reward_model
 from rlhf_envs.lm.tokens import decoding_mask, position_ids, token_logprobs
@@ -384,7 +384,8 @@ class TokenCore(BatchedCore):
         state.positions[rows_t] = positions[:, -1] + 1
         state.next_logits[rows_t] = output.logits[:, -1].float()
         state.ref_logprobs = state.ref_logprobs.index_fill(0, rows_t, 0.0)
-        self._write_cache(state, rows_t, output.cache, whole=len(rows) == len(state.response_length))
+        whole = len(rows) == len(state.response_length)
+        self._write_cache(state, rows_t, returned_cache(output), whole=whole)
 
     def _write_cache(self, state: TokenState, rows: torch.Tensor, prefill: DynamicCache, whole: bool) -> None:
         for layer in prefill.layers:
@@ -498,8 +499,8 @@ class TokenCore(BatchedCore):
                 input_ids=action[:, None],
                 attention_mask=decoding_mask(self.model, state.attention_mask[:, -live:]),
                 position_ids=state.positions[:, None],
-                cache=state.cache,
                 use_cache=True,
+                **{CACHE: state.cache},
             )
             state.next_logits = output.logits[:, -1].float()
         if self.per_step_reference:

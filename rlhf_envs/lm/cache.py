@@ -10,9 +10,19 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformers.cache_utils import DynamicLayer
+from transformers.cache_utils import Cache, DynamicLayer
+from transformers.modeling_outputs import CausalLMOutputWithPast, ModelOutput
 
-__all__ = ["WindowLayer"]
+__all__ = ["CACHE", "WindowLayer", "returned_cache"]
+
+#: The name of the KV cache in a model's forward arguments and outputs: transformers 5 renamed
+#: ``past_key_values`` to ``cache`` (5.17 has the old name; 5.24 the new, the old one deprecated).
+CACHE = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+def returned_cache(output: ModelOutput) -> Cache:
+    """The KV cache that a forward with ``use_cache=True`` returned, under this transformers' name."""
+    return getattr(output, CACHE)
 
 
 class WindowLayer(DynamicLayer):
