@@ -51,6 +51,9 @@ class DistributedTokenPolicy(DistributedDataParallel):
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.module.value(obs)
 
+    def bootstrap_value(self, obs: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
+        return self.module.bootstrap_value(obs, done)
+
     def deterministic_action(self, obs: torch.Tensor) -> torch.Tensor:
         return self.module.deterministic_action(obs)
 

@@ -258,9 +258,14 @@ class PPO(BaseAlgorithm):
             rewards, dones = self.buffer.rewards, self.buffer.dones
             self.buffer.rewards = self.kl_penalty.penalize(rewards, dones, running_info)
         with torch.no_grad():
-            last_value = self.policy.value(obs)
+            last_value = self._bootstrap_value(obs, done)
         self.buffer.compute_advantages(last_value, self.gamma, self.config.gae_lambda)
         self._last_obs = obs
+
+    def _bootstrap_value(self, obs: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
+        """V(``obs``), the observation after the rollout's last step; GAE multiplies it by 1 − ``done``
+        (an episode that ended at that step is not bootstrapped)."""
+        return self.policy.value(obs)
 
     def _update(self) -> dict[str, float]:
         """``n_epochs`` passes of minibatch steps on the PPO loss; returns the logged means."""

@@ -318,12 +318,13 @@ class TokenActorCritic(nn.Module):
         logprob = logprobs.gather(-1, action[:, None])[:, 0]
         return action, logprob, self.value_head(hidden.float()).squeeze(-1)
 
-    def _advance(self, obs: torch.Tensor) -> torch.Tensor:
+    def _advance(self, obs: torch.Tensor, prefill_restarted: bool = True) -> torch.Tensor:
         """Bring the KV cache to ``obs`` and return the newest token's hidden state [B, H].
 
         Continuing episodes decode last step's action (one token each); episodes whose window is not
         last window + last action (the env restarted them) are prefilled from their window, only
-        from its prompt columns when the env says which episodes restarted.
+        from its prompt columns when the env says which episodes restarted (not at all without
+        ``prefill_restarted``: their rows of the cache and of the hidden state are then stale).
         """
         followed = self._env is not None and obs is self._env.observation
         fresh_columns = self._env.prompt_width if followed else None  # a new episode's window: its prompt
@@ -360,7 +361,7 @@ class TokenActorCritic(nn.Module):
         )
         self._positions = self._positions + 1
         hidden = output.last_hidden_state[:, -1]
-        if rows is not None:
+        if rows is not None and prefill_restarted:
             hidden = hidden.index_copy(0, rows, self._prefill_rows(obs, rows, fresh_columns))
         return hidden
 
@@ -404,6 +405,23 @@ class TokenActorCritic(nn.Module):
         else:
             hidden = self._last_hidden(obs)
         return self.value_head(hidden.float()).squeeze(-1)
+
+    @torch.no_grad()
+    def bootstrap_value(self, obs: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
+        """V(obs) [B] where the episode goes on, 0 where it ended at the step that made ``obs``
+        (``done``, bool [B]): what GAE bootstraps from after a rollout's last step. For the followed
+        env's latest observation on a warm sampling cache, the episodes that ended are not prefilled
+        anew (the rollout's last step ended them all when the episodes are as long as the rollout:
+        then nothing runs); the cache is dropped, as :meth:`value` drops it."""
+        if self._cache is None or self._env is None or obs is not self._env.observation:
+            return self.value(obs).masked_fill(done, 0.0)
+        restarted = self._env.restarted_rows
+        if restarted is not None and len(restarted) == len(obs):
+            self._cache = None
+            return torch.zeros(len(obs), device=obs.device)
+        hidden = self._advance(obs, prefill_restarted=False)
+        self._cache = None
+        return self.value_head(hidden.float()).squeeze(-1).masked_fill(done, 0.0)
 
     @torch.no_grad()
     def deterministic_action(self, obs: torch.Tensor) -> torch.Tensor:

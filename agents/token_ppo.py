@@ -153,6 +153,9 @@ class TokenPPO(PPO):
             lora_dropout=0.0,  # dropout stays off: the PPO ratio compares one function with itself
         )
 
+    def _bootstrap_value(self, obs: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
+        return self.policy.bootstrap_value(obs, done)
+
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """The fine-tuned LM as a Hugging Face model folder, with its tokenizer and value head."""
         self.policy.save_pretrained(path)

@@ -81,9 +81,9 @@ def test_sampling_log_probs_match_evaluate_across_restarts(tokenizer, follow):
     if follow:
         policy.follow(env)
     packed, _ = env.reset(seed=0)
-    for _round in range(2):
+    for steps in (12, 14):
         observations, actions, logprobs, dones, kls = [], [], [], [], []
-        for _ in range(12):  # more steps than an episode: rows restart within the block
+        for _ in range(steps):  # more steps than an episode: rows restart within the block
             action, logprob, _ = policy.act(packed)
             observations.append(packed)
             packed, _, terminated, truncated, info = env.step(action)
@@ -95,12 +95,19 @@ def test_sampling_log_probs_match_evaluate_across_restarts(tokenizer, follow):
         assert done.sum() >= 6
         # V after the block's last step: one decoding step on the sampling cache when the policy follows
         # the env (then the cache is dropped, as for an update), a full pass over a copy of the windows.
-        torch.testing.assert_close(policy.value(packed), policy.value(packed.clone()), atol=1e-5, rtol=0)
+        # PPO's bootstrap value (second block) is V where the episode goes on, 0 where it just ended.
+        full_pass = policy.value(packed.clone())
+        if steps == 12:
+            torch.testing.assert_close(policy.value(packed), full_pass, atol=1e-5, rtol=0)
+        else:
+            assert 0 < done[-1].sum() < 6  # some episodes go on, some restarted: both kinds of rows
+            bootstrap = policy.bootstrap_value(packed, done[-1])
+            torch.testing.assert_close(bootstrap, full_pass.masked_fill(done[-1], 0.0), atol=1e-5, rtol=0)
         evaluated, entropy, value = policy.evaluate(torch.stack(observations), torch.stack(actions), done)
         torch.testing.assert_close(evaluated, torch.stack(logprobs), atol=1e-5, rtol=0)
         # The policy is still the reference: its log-probs are the env's π_pt.
-        torch.testing.assert_close(torch.stack(kls), torch.zeros(12, 6), atol=1e-5, rtol=0)
-        assert entropy.shape == value.shape == (12, 6)
+        torch.testing.assert_close(torch.stack(kls), torch.zeros(steps, 6), atol=1e-5, rtol=0)
+        assert entropy.shape == value.shape == (steps, 6)
 
 
 def test_deferred_and_per_step_reference_scoring_give_ppo_the_same_kl(tokenizer):
