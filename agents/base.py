@@ -149,7 +149,10 @@ class BaseAlgorithm:
     ):
         """Load a saved agent; ``env`` is needed only to train further (an env with the same spaces).
 
-        ``overrides`` replace saved config options (e.g. ``logdir``).
+        ``overrides`` replace saved config options (e.g. ``logdir``). On the kind of device it was saved
+        on, training resumes exactly; on another (``"auto"`` picks a GPU when there is one), the weights
+        move and training goes on, its episodes restarted and the random streams that cannot move
+        (a CPU generator's state does not fit a CUDA generator) seeded from the saved ones.
         """
         state = load_checkpoint(path)
         if state.get("algorithm") != cls.__name__:

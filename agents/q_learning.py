@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,8 +164,16 @@ class QLearning(BaseAlgorithm):
         return actions, None
 
     def _state_dict(self) -> dict[str, Any]:
-        return {"q_table": self._q, "generator": self._generator.get_state()}
+        generator = {
+            "generator": self._generator.get_state(),
+            "generator_device": self._generator.device.type,
+        }
+        return {"q_table": self._q, **generator}
 
     def _load_state_dict(self, state: dict[str, Any]) -> None:
         self._q.copy_(state["q_table"])
-        self._generator.set_state(state["generator"])
+        if state.get("generator_device", self._generator.device.type) == self._generator.device.type:
+            self._generator.set_state(state["generator"])
+        else:  # a CPU generator's state does not fit a CUDA one: a stream seeded from the saved state
+            digest = hashlib.blake2b(state["generator"].numpy().tobytes(), digest_size=8).digest()
+            self._generator.manual_seed(int.from_bytes(digest, "little"))

@@ -41,16 +41,22 @@ def test_ppo_runs_on_half_cheetah():
     assert actions.shape == (3, 6) and (np.abs(actions) <= 1).all()
 
 
-def test_save_load_round_trip(tmp_path):
+def test_save_load_round_trip(tmp_path, device):
+    """Loaded on the device it was saved on, the same agent; on another (``load``'s ``device="auto"`` on
+    a GPU machine), the same weights, moved."""
     agent = PPO("rlhf_envs/CarDriving-v0", device="cpu", num_envs=32, n_steps=8, normalize_observations=True)
     agent.learn(32 * 8 * 2, progress_bar=False)
     agent.save(tmp_path / "ppo.pt")
-    loaded = PPO.load(tmp_path / "ppo.pt")
+    loaded = PPO.load(tmp_path / "ppo.pt", device="cpu")
     assert loaded.env is None and loaded.config == agent.config
     obs = np.random.default_rng(0).uniform(0, 30, size=(20, 4)).astype(np.float32)
     np.testing.assert_array_equal(loaded.predict(obs)[0], agent.predict(obs)[0])
     for name, value in agent.policy.state_dict().items():
         torch.testing.assert_close(loaded.policy.state_dict()[name], value, rtol=0, atol=0)
+    moved = PPO.load(tmp_path / "ppo.pt", device=device)
+    for name, value in agent.policy.state_dict().items():
+        torch.testing.assert_close(moved.policy.state_dict()[name].cpu(), value, rtol=0, atol=0)
+    np.testing.assert_array_equal(moved.predict(obs)[0], agent.predict(obs)[0])
     with pytest.raises(ValueError, match="not a DQN one"):
         from agents import DQN
 

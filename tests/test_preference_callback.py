@@ -6,6 +6,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
@@ -57,7 +58,7 @@ def test_sb3_ppo_on_the_car_runs_the_rounds_from_its_learn(tmp_path):
     assert len(PreferenceStore(tmp_path / "labels.jsonl")) == 30
     # The reward model the env reads was refitted in place.
     changed = any(
-        not np.allclose(a, b.detach())
+        not torch.allclose(a, b.detach())
         for a, b in zip(weights_before, trainer.reward_model.parameters(), strict=True)
     )
     assert changed and trainer.agent.num_timesteps == 2048

@@ -2,9 +2,12 @@
 
 import numpy as np
 import pytest
+import torch
 
 import rlhf_envs  # noqa: F401
 from agents import LinearSchedule, QLearning
+from agents.checkpoint import load_checkpoint
+from rlhf_envs.checkpoints import save_atomic
 from rlhf_envs.envs.tabular import TabularMDP, value_iteration
 
 
@@ -51,13 +54,35 @@ def test_single_env_and_plain_gymnasium_env():
     assert reward == 1.0
 
 
-def test_save_load_round_trip(trained, tmp_path):
+def test_save_load_round_trip(trained, tmp_path, device):
+    """On any device: a CPU checkpoint loads on a GPU (``load``'s ``device="auto"``) and trains on."""
     trained.save(tmp_path / "q.pt")
-    loaded = QLearning.load(tmp_path / "q.pt")
+    loaded = QLearning.load(tmp_path / "q.pt", device=device)
     np.testing.assert_array_equal(loaded.q_table, trained.q_table)
     assert loaded.gamma == trained.gamma
     with pytest.raises(ValueError, match="no env"):
         loaded.learn(10)
+    QLearning.load(tmp_path / "q.pt", env="rlhf_envs/TabularMDP-v0", device=device).learn(
+        64, progress_bar=False
+    )
+
+
+def test_a_checkpoint_from_a_gpu_loads_on_the_cpu(trained, tmp_path):
+    """A CUDA generator's state (16 bytes) does not fit a CPU generator: the exploration stream is
+    seeded from it instead, the same one on every load."""
+    trained.save(tmp_path / "q.pt")
+    state = load_checkpoint(tmp_path / "q.pt")
+    save_atomic(
+        state | {"generator": torch.arange(16, dtype=torch.uint8), "generator_device": "cuda"},
+        tmp_path / "gpu.pt",
+    )
+    runs = [
+        QLearning.load(tmp_path / "gpu.pt", env="rlhf_envs/TabularMDP-v0", device="cpu").learn(
+            256, progress_bar=False
+        )
+        for _ in range(2)
+    ]
+    np.testing.assert_array_equal(runs[0].q_table, runs[1].q_table)
 
 
 def test_rejects_non_discrete_spaces_and_bad_observations(trained):
