@@ -196,7 +196,9 @@ def main() -> None:
     parser.add_argument("--prompts", default=str(DEFAULT_PROMPTS_FILE), help="text or JSONL file of prompts")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=48)
-    parser.add_argument("--episodes", type=int, default=2, help="batches of episodes per timed run")
+    parser.add_argument(
+        "--episodes", type=int, help="batches of episodes per timed run (default 2; the suite's: per model)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each; the best counts")
     parser.add_argument("--device", default="auto")
     # One thread by default: on a shared CPU a second thread makes every small op wait for a busy core.
@@ -213,7 +215,7 @@ def main() -> None:
     parser.add_argument("--load-note", default="", help="what else ran on the machine (for the JSON)")
     args = parser.parse_args()
     if not args.suite:
-        measure(args, args.model, args.batch, args.threads, args.episodes)
+        measure(args, args.model, args.batch, args.threads, args.episodes or 2)
         return
     # Each setting is written as soon as it is measured, beside the file's other settings: a suite run
     # in parts (the thread counts when the machine allows) keeps them all, each with its date and load.
@@ -222,7 +224,8 @@ def main() -> None:
     figures = json.loads(results.read_text())["figures"] if results.is_file() else {}
     for model, batch, episodes in (row for row in SUITE if row[0] in args.suite_models):
         for threads in args.suite_threads:
-            setting = measure(args, model, batch, threads, episodes)
+            # A GPU runs a batch in a fraction of a second: --episodes lengthens each timed run.
+            setting = measure(args, model, batch, threads, args.episodes or episodes)
             setting |= {"measured": datetime.now(timezone.utc).isoformat(timespec="seconds")}
             figures[f"{model}_batch{batch}_threads{threads}"] = setting | {"load_note": args.load_note}
             path = write_result(
