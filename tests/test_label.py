@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 
 import httpx
@@ -163,6 +165,22 @@ def test_clips_are_served_by_pair_id_and_side_only(tmp_path, clock):
     np.testing.assert_array_equal(comparison.segment_b.rewards, right.rewards)
     # The clips show the frames; the store keeps the segments without them.
     assert comparison.segment_a.frames is None
+
+
+def test_an_mp4_clip_without_ffmpeg_is_written_as_a_gif(tmp_path):
+    """imageio-ffmpeg missing (a fresh interpreter where it cannot be imported): a GIF and a warning."""
+    script = (
+        "import sys, warnings; sys.modules['imageio_ffmpeg'] = None\n"
+        "import numpy as np\n"
+        "from rlhf_envs.label.clips import write_clip\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        f"    path = write_clip(np.zeros((3, 8, 8, 3), np.uint8), {str(tmp_path / 'clip')!r}, fps=10)\n"
+        "print(path.name, any('writing a GIF instead' in str(w.message) for w in caught))\n"
+    )
+    output = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert output.split() == ["clip.gif", "True"]
+    assert (tmp_path / "clip.gif").read_bytes()[:6] == b"GIF89a" and not list(tmp_path.glob("*.mp4"))
 
 
 def test_gif_clips_when_asked(tmp_path, clock):

@@ -58,6 +58,9 @@ def write_clip(
             iio.imwrite(
                 temporary,
                 _even(frames),
+                # By name: without imageio-ffmpeg, imageio would try any other plugin that claims .mp4
+                # (tifffile, where installed, fails on fps with a TypeError) instead of raising ImportError.
+                plugin="FFMPEG",
                 fps=fps,
                 codec="libx264",
                 macro_block_size=2,
