@@ -39,7 +39,7 @@ from gpt2_small import random_gpt2_small
 from record import result_path, write_result
 from transformers import AutoModelForSequenceClassification
 
-from agents.token_policy import PackedTokenObservations, TokenActorCritic
+from agents.token_policy import PackedTokenObservations, TokenActorCritic, autocast
 from rlhf_envs.device import resolve_device
 from rlhf_envs.envs.token import TokenEnvConfig, TokenVectorEnv
 from rlhf_envs.lm.assets import DEFAULT_PROMPTS_FILE, EMBEDDED_REWARD_MODEL_DIR, load_prompts
@@ -111,7 +111,9 @@ def measure(args: argparse.Namespace, model_name: str, batch: int, threads: int,
     """Best tokens/s of (A) and (B) over ``args.repeats`` interleaved runs, A/B, and the load."""
     torch.set_num_threads(threads)
     reference, tokenizer = load_reference(model_name, args.device)
-    policy = TokenActorCritic(reference, tokenizer).to(reference.device)
+    # bf16: both sides' forward passes under bfloat16 autocast (the token agents' bf16 option).
+    autocast_dtype = torch.bfloat16 if args.bf16 else None
+    policy = TokenActorCritic(reference, tokenizer, autocast_dtype=autocast_dtype).to(reference.device)
     if args.reward_model is None and (EMBEDDED_REWARD_MODEL_DIR / "config.json").is_file():
         reward_model = HFRewardModel(EMBEDDED_REWARD_MODEL_DIR, device=reference.device)
     else:
@@ -133,13 +135,15 @@ def measure(args: argparse.Namespace, model_name: str, batch: int, threads: int,
         device=reference.device,
         reference_scoring="episode_end",
     )
-    env = PackedTokenObservations(TokenVectorEnv(batch, config, as_tensors=True, autoreset_mode="same_step"))
+    vector = TokenVectorEnv(batch, config, as_tensors=True, autoreset_mode="same_step")
+    env = PackedTokenObservations(vector, autocast_dtype=autocast_dtype)
     policy.follow(env)  # as the token agents do: restarts read from the env's host flags
 
-    def timed(run) -> tuple[float, float]:
-        """Tokens/s of ``run`` and the CPU share it got (CPU seconds per wall second)."""
+    def timed(run, dtype: torch.dtype | None = None) -> tuple[float, float]:
+        """Tokens/s of ``run`` (under autocast to ``dtype``) and the CPU share it got (CPU s per wall s)."""
         wall, cpu = time.perf_counter(), time.process_time()
-        tokens = run()
+        with autocast(reference.device, dtype):
+            tokens = run()
         if reference.device.type == "cuda":
             torch.cuda.synchronize()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -150,7 +154,8 @@ def measure(args: argparse.Namespace, model_name: str, batch: int, threads: int,
         "b": lambda: timed(
             lambda: generate_pipeline(
                 policy.model, reference, tokenizer, reward_model, batch_prompts, args.new_tokens, episodes
-            )
+            ),
+            autocast_dtype,
         ),
     }
     sides["a"](), sides["b"]()  # warm-up
@@ -213,6 +218,7 @@ def main() -> None:
         "--suite-models", nargs="+", default=[row[0] for row in SUITE], help="models of the suite"
     )
     parser.add_argument("--load-note", default="", help="what else ran on the machine (for the JSON)")
+    parser.add_argument("--bf16", action="store_true", help="both sides under bfloat16 autocast (a GPU's)")
     args = parser.parse_args()
     if not args.suite:
         measure(args, args.model, args.batch, args.threads, args.episodes or 2)
@@ -227,7 +233,8 @@ def main() -> None:
             # A GPU runs a batch in a fraction of a second: --episodes lengthens each timed run.
             setting = measure(args, model, batch, threads, args.episodes or episodes)
             setting |= {"measured": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-            figures[f"{model}_batch{batch}_threads{threads}"] = setting | {"load_note": args.load_note}
+            name = f"{model}_batch{batch}_threads{threads}{'_bf16' if args.bf16 else ''}"
+            figures[name] = setting | {"load_note": args.load_note}
             path = write_result(
                 "token_env",
                 figures | {"new_tokens": args.new_tokens, "repeats": args.repeats},
