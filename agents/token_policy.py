@@ -68,8 +68,9 @@ class PackedTokenObservations(VectorWrapper):
 
     The observation space becomes ``MultiDiscrete`` over token ids with −1 for padding, one entry
     per window column. :attr:`restarted_rows` says, on the host, which episodes of the latest
-    observation :attr:`observation` started anew (None after a reset: all of them); a new episode's
-    window holds its prompt in the last :attr:`prompt_width` columns.
+    observation :attr:`observation` started anew (None after a reset: all of them), and
+    :attr:`window_lengths` how many tokens each of its windows holds (prompt and tokens so far,
+    right-aligned; the rest is padding).
     """
 
     def __init__(
@@ -96,14 +97,14 @@ class PackedTokenObservations(VectorWrapper):
         self.device = env.device
         self.observation: torch.Tensor | None = None
         self.restarted_rows: np.ndarray | None = None
-        #: The columns a new episode's window fills: the prompt's (the rest is padding).
-        self.prompt_width: int = env.unwrapped.config.max_prompt_tokens
+        self.window_lengths: np.ndarray | None = None
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[torch.Tensor, dict]:
         seed = None if seed is None else seed + self.seed_offset
         with autocast(self.device, self.autocast_dtype):
             obs, info = self.env.reset(seed=seed, options=options)
         self.observation, self.restarted_rows = pack_observation(obs), None
+        self.window_lengths = self.env.unwrapped.window_lengths()
         return self.observation, info
 
     def step(
@@ -116,6 +117,7 @@ class PackedTokenObservations(VectorWrapper):
             info = dict(info, final_obs=pack_observation(info["final_obs"]))
             restarted = np.flatnonzero(info["_final_obs"])  # a host array: same-step autoreset
         self.observation, self.restarted_rows = pack_observation(obs), restarted
+        self.window_lengths = self.env.unwrapped.window_lengths()
         return self.observation, reward, terminated, truncated, info
 
     def running_info(self) -> dict[str, Any]:
@@ -322,27 +324,23 @@ class TokenActorCritic(nn.Module):
         """Bring the KV cache to ``obs`` and return the newest token's hidden state [B, H].
 
         Continuing episodes decode last step's action (one token each); episodes whose window is not
-        last window + last action (the env restarted them) are prefilled from their window, only
-        from its prompt columns when the env says which episodes restarted (not at all without
-        ``prefill_restarted``: their rows of the cache and of the hidden state are then stale).
+        last window + last action (the env restarted them) are prefilled from their window (not at
+        all without ``prefill_restarted``: their rows of the cache and of the hidden state are then
+        stale). Following the env, prefills read only the columns the windows' tokens fill (their
+        lengths come from the env's host-side counts).
         """
         followed = self._env is not None and obs is self._env.observation
-        fresh_columns = self._env.prompt_width if followed else None  # a new episode's window: its prompt
+        lengths = self._env.window_lengths if followed else None
         restarted = self._env.restarted_rows if followed else None
         if followed and (restarted is None or len(restarted) == len(obs)):  # every episode is new
-            return self._prefill(obs, fresh_columns)
+            return self._prefill(obs, lengths)
         if self._cache is None or self._last_obs is None or self._last_obs.shape != obs.shape:
-            if not followed or not len(restarted):
-                return self._prefill(obs)
-            # A cold cache (after an update): the new episodes' prompts, the others' whole windows.
-            hidden = self._prefill(obs, fresh_columns)
-            running = torch.as_tensor(np.setdiff1d(np.arange(len(obs)), restarted), device=obs.device)
-            return hidden.index_copy(0, running, self._prefill_rows(obs, running))
+            return self._prefill(obs, lengths)  # a cold cache (after an update): every window anew
         if followed:
-            rows = torch.as_tensor(restarted, device=obs.device) if len(restarted) else None
+            rows = restarted if len(restarted) else None
         else:  # any other observation: compare it with the window the cache holds (a host sync)
             expected = torch.cat([self._last_obs[:, 1:], self._last_action[:, None]], dim=1)
-            rows = (obs != expected).any(-1).nonzero()[:, 0]
+            rows = (obs != expected).any(-1).nonzero()[:, 0].numpy(force=True)
             rows = rows if len(rows) else None
         # Every episode has one token more, in one more column at most (the window's width at most).
         self._live_columns = min(self._live_columns + 1, obs.shape[1])
@@ -362,36 +360,68 @@ class TokenActorCritic(nn.Module):
         self._positions = self._positions + 1
         hidden = output.last_hidden_state[:, -1]
         if rows is not None and prefill_restarted:
-            hidden = hidden.index_copy(0, rows, self._prefill_rows(obs, rows, fresh_columns))
+            hidden = self._prefill_rows(obs, rows, lengths, hidden)
         return hidden
 
-    def _prefill(self, obs: torch.Tensor, columns: int | None = None) -> torch.Tensor:
-        """Fill the cache from the windows ``obs`` (their last ``columns`` columns, the rest padding)."""
-        # with transformers, once an LM policy exists
-        from rlhf_envs.lm.cache import WindowLayer, returned_cache
-
-        inputs = _model_inputs(obs if columns is None else obs[:, -columns:])
-        output = self._backbone(**inputs, use_cache=True)
-        self._cache = returned_cache(output)
-        self._cache.layers = [
-            WindowLayer(layer.keys, layer.values, obs.shape[1]) for layer in self._cache.layers
-        ]
-        self._positions = inputs["position_ids"][:, -1] + 1
-        self._live_columns = inputs["input_ids"].shape[1]
-        return output.last_hidden_state[:, -1]
+    def _prefill(self, obs: torch.Tensor, lengths: np.ndarray | None = None) -> torch.Tensor:
+        """A new cache of the windows ``obs``; see :meth:`_prefill_rows`."""
+        self._cache = None
+        return self._prefill_rows(obs, np.arange(len(obs)), lengths)
 
     def _prefill_rows(
-        self, obs: torch.Tensor, rows: torch.Tensor, columns: int | None = None
+        self,
+        obs: torch.Tensor,
+        rows: np.ndarray,
+        lengths: np.ndarray | None,
+        hidden: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        from rlhf_envs.lm.cache import returned_cache  # with transformers, once an LM policy exists
+        """Write the windows ``obs[rows]`` into the cache (a new one for all of ``obs``'s rows when there
+        is none) and their newest tokens' hidden states into ``hidden`` [B, H] (a new tensor if None),
+        which is returned.
 
-        inputs = _model_inputs(obs[rows] if columns is None else obs[rows, -columns:])
-        output = self._backbone(**inputs, use_cache=True)
-        for layer, fresh in zip(self._cache.layers, returned_cache(output).layers, strict=True):
-            layer.write(rows, fresh.keys, fresh.values)
-        self._positions = self._positions.index_copy(0, rows, inputs["position_ids"][:, -1] + 1)
-        self._live_columns = max(self._live_columns, inputs["input_ids"].shape[1])
-        return output.last_hidden_state[:, -1]
+        ``lengths``: the tokens in each window of ``obs`` (ints on the host; None: counted on the
+        device and copied to the host, a sync, for windows the followed env did not describe).
+        One forward pass per :func:`~rlhf_envs.envs.token.length_buckets` group of the rows, over
+        its longest window: the columns left of it are padding, which the attention mask hides.
+        The rows go to the device in one upload.
+        """
+        # with transformers, once an LM policy exists
+        from rlhf_envs.envs.token import length_buckets
+        from rlhf_envs.lm.cache import WindowLayer, returned_cache
+
+        if lengths is None:
+            lengths = (obs >= 0).sum(-1).numpy(force=True)
+        row_lengths = lengths[rows]
+        groups = length_buckets(row_lengths)
+        index = torch.as_tensor(rows[np.concatenate(groups)], device=obs.device)
+        states, start = [], 0
+        for group in groups:
+            group_index, start = index[start : start + len(group)], start + len(group)
+            width = int(row_lengths[group].max())
+            inputs = _model_inputs(obs[group_index, -width:])
+            output = self._backbone(**inputs, use_cache=True)
+            fresh = returned_cache(output)
+            prefilled = fresh.layers
+            if self._cache is None:  # a new cache: empty windows of every row, written below
+                self._cache = fresh
+                self._cache.layers = [
+                    WindowLayer(empty, empty, obs.shape[1])
+                    for layer in prefilled
+                    for empty in [
+                        layer.keys.new_zeros((len(obs), *layer.keys.shape[1:2], 0, layer.keys.shape[3]))
+                    ]
+                ]
+                self._positions = torch.zeros(len(obs), dtype=torch.long, device=obs.device)
+                self._live_columns = 0
+            for layer, new in zip(self._cache.layers, prefilled, strict=True):
+                layer.write(group_index, new.keys, new.values)
+            self._positions = self._positions.index_copy(0, group_index, inputs["position_ids"][:, -1] + 1)
+            self._live_columns = max(self._live_columns, width)
+            states.append(output.last_hidden_state[:, -1])
+        states = torch.cat(states)
+        if hidden is None:
+            hidden = states.new_empty((len(obs), states.shape[1]))
+        return hidden.index_copy(0, index, states)
 
     @torch.no_grad()
     def value(self, obs: torch.Tensor) -> torch.Tensor:
@@ -469,11 +499,31 @@ class TokenActorCritic(nn.Module):
         # Step t of a segment ending at e is predicted at position width − 2 − (e − t) of its sequence.
         position = width - 2 - (end_step[segment] - steps)
 
-        hidden = self._backbone(**_model_inputs(sequences)).last_hidden_state
-        hidden = hidden[segment, position]  # [T, m, H]
+        hidden = self._segment_hidden(sequences)[segment, position]  # [T, m, H]
         distribution = Categorical(logits=self._logits(hidden), validate_args=False)
         values = self.value_head(hidden.float()).squeeze(-1)
         return distribution.log_prob(action), distribution.entropy(), values
+
+    def _segment_hidden(self, sequences: torch.Tensor) -> torch.Tensor:
+        """The last hidden states [S, W, H] of packed left-padded ``sequences`` [S, W]: one forward pass
+        per :func:`~rlhf_envs.envs.token.length_buckets` group over its longest sequence (the lengths
+        come to the host: one sync), padding columns zero."""
+        from rlhf_envs.envs.token import length_buckets  # with transformers, once an LM policy exists
+
+        lengths = (sequences >= 0).sum(-1).cpu().numpy()
+        groups = length_buckets(lengths)
+        parts = []
+        for rows in groups:
+            width = int(lengths[rows].max())
+            group = (
+                sequences if len(groups) == 1 else sequences[torch.as_tensor(rows, device=sequences.device)]
+            )
+            hidden = self._backbone(**_model_inputs(group[:, -width:])).last_hidden_state
+            parts.append(nn.functional.pad(hidden, (0, 0, sequences.shape[1] - width, 0)))
+        if len(groups) == 1:
+            return parts[0]
+        order = torch.as_tensor(np.concatenate(groups), device=sequences.device)
+        return torch.cat(parts)[order.argsort()]
 
     # -- saving ---------------------------------------------------------------------------------------
     def save_pretrained(self, path: str | Path) -> None:

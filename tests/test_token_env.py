@@ -20,7 +20,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from tiny_lm import length_reward, tiny_lm, tiny_tokenizer
 
 import rlhf_envs  # noqa: F401  (registers the env ids)
-from rlhf_envs.envs.token import TokenEnv, TokenEnvConfig, TokenVectorEnv
+from rlhf_envs.envs.token import TokenEnv, TokenEnvConfig, TokenVectorEnv, length_buckets
 from rlhf_envs.lm.assets import load_prompts
 from rlhf_envs.preferences.tldr import format_tldr_prompt
 
@@ -75,11 +75,27 @@ def test_kv_cached_ref_logprobs_equal_a_full_forward_pass(tokenizer, attention):
         np.testing.assert_array_equal(info["ref_logprobs"], cached)
 
 
+def test_length_buckets_cut_a_batch_where_it_saves_padding():
+    """Rows grouped for forward passes: cut once by length where two passes pad the fewest columns,
+    only when that saves at least a tenth of one pass; every row in exactly one group."""
+    lengths = np.array([40, 5, 6, 41, 5, 7, 6, 5])
+    short, long = length_buckets(lengths)
+    assert sorted(short) == [1, 2, 4, 5, 6, 7] and sorted(long) == [0, 3]
+    assert [sorted(group) for group in length_buckets(np.array([12, 12, 11, 12]))] == [[0, 1, 2, 3]]
+    # 8 × 12 = 96 columns in one pass, 7 × 11 + 12 = 89 in two: 7% saved, not worth a second pass.
+    assert len(length_buckets(np.array([11] * 7 + [12]))) == 1
+    assert len(length_buckets(np.array([9] * 7 + [12]))) == 2  # 75 of 96: 22% saved
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["buckets-as-they-fall", "always-split"])
 @pytest.mark.parametrize("as_tensors", [False, True])
-def test_deferred_and_per_step_reference_logprobs_agree(lm, tokenizer, as_tensors):
+def test_deferred_and_per_step_reference_logprobs_agree(lm, tokenizer, as_tensors, split, monkeypatch):
     """Issue 15: the reference log-probs of a finished episode from one batched forward at its end
     (reference_scoring="episode_end") equal the per-step KV-cached ones within 1e-5, for episodes that
-    end at different steps (EOS, truncation) and restart; rewards and flags are the same."""
+    end at different steps (EOS, truncation) and restart; rewards and flags are the same. Also when
+    every batch of episodes of different lengths is scored in two passes (length buckets)."""
+    if split:
+        monkeypatch.setattr("rlhf_envs.envs.token.BUCKET_SAVING", 0.0)
     max_new_tokens, steps, num_envs = 6, 30, 3
     rng = np.random.default_rng(3)
     actions = rng.integers(1, 60, (steps, num_envs))

@@ -58,13 +58,17 @@ def test_ppo_raises_the_reward_well_above_the_reference_with_bounded_kl(tokenize
     assert max(kls[12:]) < 10.0, np.round(kls, 1)
 
 
+@pytest.mark.parametrize("split", [False, True], ids=["buckets-as-they-fall", "always-split"])
 @pytest.mark.parametrize("follow", [False, True], ids=["windows-compared", "env-flags"])
-def test_sampling_log_probs_match_evaluate_across_restarts(tokenizer, follow):
+def test_sampling_log_probs_match_evaluate_across_restarts(tokenizer, follow, split, monkeypatch):
     """The KV-cached sampler and the one-pass-per-episode evaluation compute the same π, also after
     the env restarts episodes mid-rollout and after the cache is dropped for an update (then, following
     the env, it prefills the new episodes' prompts and the running ones' windows); whether the sampler
-    finds the restarted episodes by comparing windows or from the env's host flags. V of the last
-    observation agrees too, from the cache or from a full pass."""
+    finds the restarted episodes by comparing windows or from the env's host flags, and whether the
+    prefills and the evaluation run windows of different lengths in one pass or in two (length
+    buckets). V of the last observation agrees too, from the cache or from a full pass."""
+    if split:
+        monkeypatch.setattr("rlhf_envs.envs.token.BUCKET_SAVING", 0.0)
     torch.manual_seed(0)
     env = PackedTokenObservations(
         make_env(

@@ -37,7 +37,7 @@ from rlhf_envs.lm.loading import load_causal_lm
 from rlhf_envs.lm.reward_model import RewardModelSpec, TextRewardFn, check_scores, resolve_reward_model
 from rlhf_envs.lm.tokens import decoding_mask, position_ids, token_logprobs
 
-__all__ = ["TokenCore", "TokenEnv", "TokenEnvConfig", "TokenState", "TokenVectorEnv"]
+__all__ = ["TokenCore", "TokenEnv", "TokenEnvConfig", "TokenState", "TokenVectorEnv", "length_buckets"]
 
 #: The values of ``TokenEnvConfig.truncation``.
 TRUNCATION_SIDES = ("error", "left", "right")
@@ -46,6 +46,24 @@ REFERENCE_SCORING = ("auto", "per_step", "episode_end")
 
 #: One NumPy generator per episode: where each episode draws its prompts.
 PromptGenerators = Sequence[np.random.Generator]
+#: A forward pass costs about rows × its longest sequence: split a batch in two by length only when
+#: that saves at least this fraction of it (a second pass has its own overhead).
+BUCKET_SAVING = 0.1
+
+
+def length_buckets(lengths: np.ndarray) -> list[np.ndarray]:
+    """Row groups of a batch of left-padded sequences with these real ``lengths`` (ints on the host),
+    each to run as one forward pass over its own longest length: the rows in order of length, cut once
+    where the two passes pad the fewest columns, or all in one group when the cut saves less than
+    :data:`BUCKET_SAVING`. (Prompts vary in length: most of a padded batch can be padding.)"""
+    order = np.argsort(lengths, kind="stable")
+    ordered = lengths[order]
+    first = np.arange(1, len(order) + 1)  # rows in the first group
+    cost = first * ordered + (len(order) - first) * ordered[-1]
+    cut = int(cost.argmin()) + 1
+    if cut == len(order) or cost[cut - 1] > (1 - BUCKET_SAVING) * cost[-1]:
+        return [order]
+    return [order[:cut], order[cut:]]
 
 
 @dataclass
@@ -469,10 +487,11 @@ class TokenCore(BatchedCore):
             done_rows_t = torch.as_tensor(done_rows, device=self.device)
             score = torch.zeros(len(done), device=self.device).index_put_((done_rows_t,), scores)
             if not self.per_step_reference:
-                lengths = (state.generated + 1)[done_rows_t]
-                width = int((state.prompt_length + response_length)[done_rows].max())
                 episode_logprobs = self._score_episodes(
-                    input_ids[done_rows_t, -width:], attention_mask[done_rows_t, -width:], lengths
+                    input_ids[done_rows_t],
+                    attention_mask[done_rows_t],
+                    (state.generated + 1)[done_rows_t],
+                    (state.prompt_length + response_length)[done_rows],
                 )
 
         # Nothing can fail from here on: commit the step.
@@ -532,13 +551,36 @@ class TokenCore(BatchedCore):
         return state, reward, terminated, info
 
     def _score_episodes(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, lengths: torch.Tensor
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        lengths: torch.Tensor,
+        window_lengths: np.ndarray,
     ) -> torch.Tensor:
-        """log π_pt of the generated tokens of finished episodes, from one forward pass over their
-        windows ([k, W], each ending with its ``lengths`` (LongTensor [k]) generated tokens);
-        returns float32 [k, max_new_tokens], token j of each episode in column j, 0 after its last."""
+        """log π_pt of the generated tokens of finished episodes, from forward passes over their
+        windows ([k, W], each ending with its ``lengths`` (LongTensor [k]) generated tokens, its
+        prompt and tokens ``window_lengths`` long (ints [k] on the host)), one pass per
+        :func:`length_buckets` group over its longest window; returns float32 [k, max_new_tokens],
+        token j of each episode in column j, 0 after its last."""
+        groups = length_buckets(window_lengths)
+        if len(groups) == 1:
+            return self._score_group(input_ids, attention_mask, lengths, int(window_lengths.max()))
+        scored = []
+        for rows in groups:
+            rows_t = torch.as_tensor(rows, device=self.device)
+            width = int(window_lengths[rows].max())
+            scored.append(
+                self._score_group(input_ids[rows_t], attention_mask[rows_t], lengths[rows_t], width)
+            )
+        order = torch.as_tensor(np.concatenate(groups), device=self.device)
+        return torch.cat(scored)[order.argsort()]
+
+    def _score_group(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, lengths: torch.Tensor, width: int
+    ) -> torch.Tensor:
+        """:meth:`_score_episodes` of one group, in one forward pass over the last ``width`` columns."""
+        input_ids, attention_mask = input_ids[:, -width:], attention_mask[:, -width:]
         # Logits are needed only where they predict generated tokens: at most the last N + 1 columns.
-        width = input_ids.shape[1]
         keep = min(width, self.max_new_tokens + 1)
         logits = self.model(
             input_ids=input_ids,
@@ -569,11 +611,11 @@ class TokenCore(BatchedCore):
         rows = np.flatnonzero(lengths)
         if len(rows):  # only the episodes with tokens (a row restarted at the last step has none)
             rows_t = torch.as_tensor(rows, device=self.device)
-            width = int((state.prompt_length + state.response_length)[rows].max())
             scored = self._score_episodes(
-                state.input_ids[rows_t, -width:],
-                state.attention_mask[rows_t, -width:],
+                state.input_ids[rows_t],
+                state.attention_mask[rows_t],
                 state.generated[rows_t],
+                (state.prompt_length + state.response_length)[rows],
             )
             logprobs = logprobs.index_copy(0, rows_t, scored)
         return logprobs
@@ -830,6 +872,13 @@ class TokenVectorEnv(_TokenFace, VectorEnv):
             self._output(result["truncated"]),
             info,
         )
+
+    def window_lengths(self) -> np.ndarray:
+        """The tokens each window of the latest observation holds, prompt and generated (ints [B] on
+        the host; right-aligned, the columns left of them are padding)."""
+        if self._state is None:
+            raise RuntimeError("call reset() before window_lengths(): there is no observation")
+        return self._state.prompt_length + self._state.response_length
 
     def running_info(self) -> dict[str, Any]:
         """What the last step's info would say of the episodes in progress if they ended now:
