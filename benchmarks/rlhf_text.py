@@ -56,7 +56,7 @@ import transformers
 from record import write_result
 from transformers import GenerationConfig, PreTrainedModel, PrinterCallback
 
-from rlhf_envs.lm.assets import DEFAULT_PROMPTS_FILE, load_prompts
+from rlhf_envs.lm.assets import EVALUATIVE_PROMPTS_FILE, load_prompts
 from rlhf_envs.lm.loading import load_causal_lm
 from rlhf_envs.lm.reward_model import HFRewardModel
 from rlhf_envs.lm.tokens import position_ids, tokenizer_sides
@@ -258,7 +258,10 @@ def main() -> None:
     defaults = DemoConfig()
     parser.add_argument("--model", default="embedded")
     parser.add_argument(
-        "--prompts", type=Path, default=DEFAULT_PROMPTS_FILE, help="the task's prompts (default: the demo's)"
+        "--prompts",
+        type=Path,
+        default=EVALUATIVE_PROMPTS_FILE,
+        help="the task's prompts (default: the demo's)",
     )
     parser.add_argument(
         "--reward-model", default=None, help="a trained reward model; default: fit the demo's"
@@ -277,16 +280,25 @@ def main() -> None:
     )
     parser.add_argument("--beta", type=float, default=0.5, help="our first KL weight of the search")
     parser.add_argument("--ppo-epochs", type=int, default=1, help="our PPO's passes over each rollout")
+    # Pinned to the demo's settings of 905215d, which the demo's later budgets need not keep.
+    parser.add_argument("--ppo-batch-size", type=int, default=384, help="our PPO's tokens per minibatch")
+    parser.add_argument("--eval-prompts", type=int, default=64, help="prompts held out for evaluation")
     parser.add_argument("--samples", type=int, default=4, help="continuations per held-out prompt")
     parser.add_argument("--work", type=Path, default=Path("runs/rlhf_text"), help="labels, r_φ, runs.jsonl")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--beside", default="", help="what else ran on the machine (goes to the JSON)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     transformers.utils.logging.set_verbosity_error()
     config = DemoConfig(
-        iterations=args.iterations, batch=args.batch, new_tokens=args.new_tokens, ppo_epochs=args.ppo_epochs
+        iterations=args.iterations,
+        batch=args.batch,
+        new_tokens=args.new_tokens,
+        ppo_epochs=args.ppo_epochs,
+        ppo_batch_size=args.ppo_batch_size,
+        eval_prompts=args.eval_prompts,
     )
     args.work.mkdir(parents=True, exist_ok=True)
 
@@ -407,6 +419,7 @@ def main() -> None:
             "prompts": str(args.prompts),
             "reward_model": str(args.reward_model or args.work / "reward_model"),
             "demo_config": dataclasses.asdict(config),  # ours: PPO's settings; kl_coef / kl_target per run
+            "beside": args.beside,
             "reference": before,
             "comparisons": comparisons,
             "runs": [run for key, run in log.runs.items() if key.startswith(budget)],
