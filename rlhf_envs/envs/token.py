@@ -1017,9 +1017,11 @@ class TokenEnv(_TokenFace, gym.Env):
       when episodes end, one batched forward pass over their windows (prompt + response) scores
       every generated token, as the usual pipeline's reference pass after ``generate`` does. Cost:
       one forward over the finished sequences (their weights read once per batch of ends, not per
-      token), no KV cache held. Each step's reward then cannot carry β · log π_pt (``kl_coef > 0``
-      is refused); an agent that needs the log-probs of episodes still in progress (PPO at the end
-      of a rollout) asks :meth:`TokenVectorEnv.running_info`, one more batched forward.
+      token; over the columns their tokens fill, in two passes by length where that pads at least
+      10% fewer columns, see :func:`length_buckets`), no KV cache held. Each step's reward then
+      cannot carry β · log π_pt (``kl_coef > 0`` is refused); an agent that needs the log-probs of
+      episodes still in progress (PPO at the end of a rollout) asks
+      :meth:`TokenVectorEnv.running_info`, one more batched forward.
 
     Either way the last step's info holds ``ref_logprobs``: float32 [max_new_tokens], token j's
     log-prob in entry j, 0 after ``response_length``. Both agree to float rounding (1e-5).
