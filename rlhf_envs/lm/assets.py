@@ -24,6 +24,9 @@ DEFAULT_PROMPTS_FILE = LM_DIR / "data" / "brown_prompts.txt"
 #: The demo's prompts: held-out Brown sentences cut right before an adjective ("The food was"), so that a
 #: continuation usually says how something was (see :func:`rlhf_envs.lm.corpus.make_evaluative_prompts`).
 EVALUATIVE_PROMPTS_FILE = LM_DIR / "data" / "brown_evaluative_prompts.txt"
+#: The same rule on the pretraining split's texts, less any prompt also in the held-out file: the prompts of
+#: the embedded reward model's own training labels, so that none of the demo's prompts is among them.
+TRAIN_EVALUATIVE_PROMPTS_FILE = LM_DIR / "data" / "brown_train_evaluative_prompts.txt"
 #: The King James Bible model that was the default before the Brown model, and its held-out prompts.
 KJV_LM_DIR = LM_DIR / "kjv"
 KJV_PROMPTS_FILE = LM_DIR / "data" / "kjv_prompts.txt"
@@ -36,6 +39,7 @@ __all__ = [
     "KJV_LM_DIR",
     "KJV_PROMPTS_FILE",
     "LM_DIR",
+    "TRAIN_EVALUATIVE_PROMPTS_FILE",
     "load_prompts",
 ]
 

@@ -34,6 +34,7 @@ from rlhf_envs.rewards.bradley_terry import bradley_terry_loss
 __all__ = [
     "RewardModelTrainer",
     "RewardTrainerConfig",
+    "label_synthetic_pairs",
     "sample_continuation_pairs",
     "train_embedded_reward_model",
 ]
@@ -230,6 +231,44 @@ def sample_continuation_pairs(
     return chosen_prompts, completions[0::2], completions[1::2]
 
 
+def label_synthetic_pairs(
+    store: TextPreferenceStore,
+    model: str | Path | PreTrainedModel = "embedded",
+    prompts: str | Path | list[str] | None = None,
+    num_pairs: int = 4000,
+    max_new_tokens: int = 32,
+    beta: float = 10.0,
+    tie_below: float | None = None,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    chunk: int = 1000,
+) -> int:
+    """Fill ``store`` up to ``num_pairs`` labels: pairs of ``model``'s continuations, labelled by the VADER
+    :class:`SyntheticTextLabeler` (``beta``, ``tie_below``), ``chunk`` pairs at a time.
+
+    Each chunk's sampling and labels are seeded by ``seed`` and the store's length, so a run killed
+    mid-way resumes with the same chunks it would have made. Returns the number of labels added."""
+    model, tokenizer = load_causal_lm(model, device=device)
+    prompts = load_prompts(DEFAULT_PROMPTS_FILE if prompts is None else prompts)
+    added = 0
+    with tqdm(total=max(num_pairs - len(store), 0), desc="labelling pairs") as bar:
+        while len(store) < num_pairs:
+            start = len(store)
+            pair_prompts, first, second = sample_continuation_pairs(
+                model,
+                tokenizer,
+                prompts=prompts,
+                num_pairs=min(chunk, num_pairs - start),
+                max_new_tokens=max_new_tokens,
+                seed=seed + start,
+                device=model.device,
+            )
+            labeler = SyntheticTextLabeler(beta=beta, seed=seed + start, tie_below=tie_below)
+            added += collect_text_preferences(store, labeler, pair_prompts, first, second)
+            bar.update(len(store) - start)
+    return added
+
+
 def train_embedded_reward_model(
     out: str | Path = EMBEDDED_REWARD_MODEL_DIR,
     model: str | Path = "embedded",
@@ -239,33 +278,34 @@ def train_embedded_reward_model(
     max_new_tokens: int = 32,
     beta: float = 10.0,
     config: RewardTrainerConfig | None = None,
+    tie_below: float | None = None,
 ) -> dict[str, float]:
     """Build the embedded reward model: sample pairs from ``model``, label them (VADER), fit, save in float16.
 
-    The labels are appended to ``labels_file`` (default ``<out>/preferences.jsonl``) one by one; an
-    existing file is reused as it is, so an interrupted run resumes its labels. Returns the metrics,
-    also written to ``<out>/training_summary.json``.
+    The labels are appended to ``labels_file`` (default ``<out>/preferences.jsonl``) one by one
+    (:func:`label_synthetic_pairs`), so an interrupted run resumes its labels; ties (with ``tie_below``)
+    are kept in the file and left out of the fit. Returns the metrics, also written to
+    ``<out>/training_summary.json``.
     """
     config = config or RewardTrainerConfig()
     out = Path(out)
     # repair: a torn last line (a kill mid-write) is cut off with a warning, not a refusal to resume.
     store = TextPreferenceStore(Path(labels_file) if labels_file else out / "preferences.jsonl", repair=True)
-    missing = num_pairs - len(store)
-    if missing > 0:
-        pair_prompts, first, second = sample_continuation_pairs(
-            model,
-            prompts=prompts,
-            num_pairs=missing,
-            max_new_tokens=max_new_tokens,
-            seed=config.seed + len(store),
-            device=config.device,
-        )
-        labeler = SyntheticTextLabeler(beta=beta, seed=config.seed + len(store))
-        collect_text_preferences(store, labeler, pair_prompts, first, second)
+    label_synthetic_pairs(
+        store, model, prompts, num_pairs, max_new_tokens, beta, tie_below, config.seed, config.device
+    )
     trainer = RewardModelTrainer(model, train_dataset=store.to_dataset(), config=config)
     metrics = trainer.train()
     trainer.save(out)
-    summary = {"model": str(model), "num_pairs": len(store), "max_new_tokens": max_new_tokens, "beta": beta}
+    summary = {
+        "model": str(model),
+        "prompts": str(prompts or DEFAULT_PROMPTS_FILE.name),
+        "num_pairs": len(store),
+        "ties": store.ties,
+        "max_new_tokens": max_new_tokens,
+        "beta": beta,
+        "tie_below": tie_below,
+    }
     summary |= {"config": {k: str(v) for k, v in dataclasses.asdict(config).items()}, "metrics": metrics}
     (out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return metrics
@@ -284,6 +324,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-pairs", type=int, default=4000)
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--beta", type=float, default=10.0, help="rationality of the synthetic labeler")
+    parser.add_argument(
+        "--tie-below",
+        type=float,
+        default=None,
+        help="the labeler answers 'equal' when neither continuation's VADER score leaves ±this (the demo: "
+        "0.05); default: never",
+    )
     for field in dataclasses.fields(RewardTrainerConfig):
         default = getattr(defaults, field.name)
         flag = f"--{field.name.replace('_', '-')}"
@@ -307,6 +354,7 @@ def run(args: argparse.Namespace) -> int:
         args.max_new_tokens,
         args.beta,
         config,
+        args.tie_below,
     )
     print(json.dumps(metrics, indent=2))
     return 0
