@@ -331,11 +331,13 @@ def main() -> None:
             figures = evaluate(model, reference, tokenizer, eval_prompts, oracle, reward_model, args)
             print(f"{method} lr {learning_rate:g} β {beta:g}: {figures} in {clock.wall:.0f} s", flush=True)
             run_info = {"method": method, "learning_rate": learning_rate, "beta": beta}
+            if method == "ours":
+                run_info |= {"ppo_epochs": args.ppo_epochs, "ppo_batch_size": args.ppo_batch_size}
             run_info |= {"wall_s": clock.wall, "cpu_s": clock.cpu}
             return run_info | dataclasses.asdict(figures)
 
-        epochs = f"|epochs{args.ppo_epochs}" if method == "ours" else ""
-        return log.get_or_run(f"{budget}|{method}|lr{learning_rate:g}|beta{beta:g}{epochs}", run)
+        ppo = f"|epochs{args.ppo_epochs}|mb{args.ppo_batch_size}" if method == "ours" else ""
+        return log.get_or_run(f"{budget}|{method}|lr{learning_rate:g}|beta{beta:g}{ppo}", run)
 
     before = log.get_or_run(
         f"{budget}|reference",
