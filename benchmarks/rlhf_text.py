@@ -25,6 +25,9 @@ Protocol (the same tuning budget for each method):
    ``--beta``, then β × KL_ours / KL_TRL, then the secant of log KL over log β); the best matched
    run counts. (An adaptive controller's target does not
    calibrate a short run: its β moves at most 20% per horizon, whatever the target.)
+3. the matched pair trains ``--timing-repeats`` times more, alternately (TRL's, then ours), timed only
+   (the same seed trains the same policy); the time ratios are of the least times of each, as
+   timings on a shared machine err only upward.
 
 Printed: a table (method, KL, oracle and reward-model gains, each ± the standard error of the
 policy's held-out mean, wall and CPU time of the training) and, per TRL method, ours against it at
@@ -288,6 +291,9 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--timing-repeats", type=int, default=2, help="trainings more of each matched pair, timed only"
+    )
     parser.add_argument("--beside", default="", help="what else ran on the machine (goes to the JSON)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -313,21 +319,25 @@ def main() -> None:
     )
     log = RunLog(args.work / "runs.jsonl")
 
+    def train(method: str, learning_rate: float, beta: float):
+        """One training run (``beta``: TRL's or our KL weight): the trained model and its clock."""
+        run_config = dataclasses.replace(config, learning_rate=learning_rate)
+        if method == "ours":
+            run_config = dataclasses.replace(run_config, kl_coef=beta, kl_target=None)
+            return train_ours(reference, tokenizer, train_prompts, reward_model, run_config, args.seed)
+        return train_trl(
+            method, reference, tokenizer, train_prompts, reward_model, run_config, beta, args.seed
+        )
+
+    def run_key(method: str, learning_rate: float, beta: float) -> str:
+        ppo = f"|epochs{args.ppo_epochs}|mb{args.ppo_batch_size}" if method == "ours" else ""
+        return f"{budget}|{method}|lr{learning_rate:g}|beta{beta:g}{ppo}"
+
     def measured(method: str, learning_rate: float, beta: float) -> dict:
-        """One training run (``beta``: TRL's or our KL weight) and its held-out figures (from the log when
-        it is there)."""
+        """One training run and its held-out figures (from the log when it is there)."""
 
         def run() -> dict:
-            run_config = dataclasses.replace(config, learning_rate=learning_rate)
-            if method == "ours":
-                run_config = dataclasses.replace(run_config, kl_coef=beta, kl_target=None)
-                model, clock = train_ours(
-                    reference, tokenizer, train_prompts, reward_model, run_config, args.seed
-                )
-            else:
-                model, clock = train_trl(
-                    method, reference, tokenizer, train_prompts, reward_model, run_config, beta, args.seed
-                )
+            model, clock = train(method, learning_rate, beta)
             figures = evaluate(model, reference, tokenizer, eval_prompts, oracle, reward_model, args)
             print(f"{method} lr {learning_rate:g} β {beta:g}: {figures} in {clock.wall:.0f} s", flush=True)
             run_info = {"method": method, "learning_rate": learning_rate, "beta": beta}
@@ -336,8 +346,19 @@ def main() -> None:
             run_info |= {"wall_s": clock.wall, "cpu_s": clock.cpu}
             return run_info | dataclasses.asdict(figures)
 
-        ppo = f"|epochs{args.ppo_epochs}|mb{args.ppo_batch_size}" if method == "ours" else ""
-        return log.get_or_run(f"{budget}|{method}|lr{learning_rate:g}|beta{beta:g}{ppo}", run)
+        return log.get_or_run(run_key(method, learning_rate, beta), run)
+
+    def retimed(run: dict, repeat: int) -> dict:
+        """``run``'s training once more, timed only (the same seed trains the same policy)."""
+
+        def timing() -> dict:
+            _, clock = train(run["method"], run["learning_rate"], run["beta"])
+            print(f"{run['method']} lr {run['learning_rate']:g} β {run['beta']:g} again: {clock.wall:.0f} s")
+            return {"wall_s": clock.wall, "cpu_s": clock.cpu}
+
+        return log.get_or_run(
+            f"{run_key(run['method'], run['learning_rate'], run['beta'])}|timing{repeat}", timing
+        )
 
     before = log.get_or_run(
         f"{budget}|reference",
@@ -366,6 +387,11 @@ def main() -> None:
                 beta = next_beta(tried, trl_best["kl"])
         ours_best = max(matched, key=lambda run: run["oracle"]) if matched else None
         rows += [trl_best] + ([ours_best] if ours_best else [])
+        # The matched pair trained again, alternately, for its times: the least of each counts.
+        trl_times, ours_times = [trl_best], [ours_best]
+        for repeat in range(1, args.timing_repeats + 1 if ours_best else 1):
+            trl_times.append(retimed(trl_best, repeat))
+            ours_times.append(retimed(ours_best, repeat))
         comparisons[method] = {
             "trl": trl_best,
             "ours": ours_best,
@@ -376,8 +402,16 @@ def main() -> None:
             "oracle_difference_se": None
             if ours_best is None
             else float(np.hypot(ours_best["oracle_se"], trl_best["oracle_se"])),
-            "wall_ratio": None if ours_best is None else ours_best["wall_s"] / trl_best["wall_s"],
-            "cpu_ratio": None if ours_best is None else ours_best["cpu_s"] / trl_best["cpu_s"],
+            "trl_wall_s": [run["wall_s"] for run in trl_times],
+            "trl_cpu_s": [run["cpu_s"] for run in trl_times],
+            "ours_wall_s": None if ours_best is None else [run["wall_s"] for run in ours_times],
+            "ours_cpu_s": None if ours_best is None else [run["cpu_s"] for run in ours_times],
+            "wall_ratio": None
+            if ours_best is None
+            else least(ours_times, "wall_s") / least(trl_times, "wall_s"),
+            "cpu_ratio": None
+            if ours_best is None
+            else least(ours_times, "cpu_s") / least(trl_times, "cpu_s"),
         }
 
     print(
@@ -408,7 +442,8 @@ def main() -> None:
             f"(goal >= 1; oracle difference {comparison['oracle_difference']:+.3f} ± "
             f"{comparison['oracle_difference_se']:.3f}), "
             f"wall time ratio {comparison['wall_ratio']:.2f} (goal <= 0.8), "
-            f"CPU time ratio {comparison['cpu_ratio']:.2f}"
+            f"CPU time ratio {comparison['cpu_ratio']:.2f} "
+            f"(least times of {len(comparison['trl_cpu_s'])} runs each)"
         )
     path = write_result(
         "rlhf_text",
@@ -445,6 +480,11 @@ def next_beta(tried: list[tuple[float, float]], kl: float) -> float:
         slope = secant if secant < 0 else slope
     step = (np.log(kl) - np.log(max(beta_kl, 1e-6))) / slope
     return float(beta * np.exp(np.clip(step, -np.log(10), np.log(10))))
+
+
+def least(runs: list[dict], field: str) -> float:
+    """The least of ``runs``' times ``field``: on a shared machine, timings err only upward."""
+    return min(run[field] for run in runs)
 
 
 def gain_ratio(ours: dict, trl: dict, before: dict) -> float | None:
