@@ -52,7 +52,7 @@ from agents.token_ppo import TokenPPO
 from rlhf_envs.cli import positive_float, positive_int
 from rlhf_envs.device import resolve_device
 from rlhf_envs.label import LabelSession, WebLabeler
-from rlhf_envs.lm.assets import EVALUATIVE_PROMPTS_FILE, load_prompts
+from rlhf_envs.lm.assets import EMBEDDED_REWARD_MODEL_DIR, EVALUATIVE_PROMPTS_FILE, load_prompts
 from rlhf_envs.lm.loading import load_causal_lm
 from rlhf_envs.lm.reward_model import HFRewardModel, TextRewardFn
 from rlhf_envs.pipeline import (
@@ -254,13 +254,29 @@ def run_demo(
             label_stage(store, reference, tokenizer, train_prompts, oracle, config, human, seed, console)
         laps.lap("label")
         rm, summary["reward_model"] = reward_model_stage(
-            model, tokenizer, store, oracle, config, seed, device, out, console
+            reward_model_start(model, task, config),
+            tokenizer,
+            store,
+            oracle,
+            config,
+            seed,
+            device,
+            out,
+            console,
         )
         laps.lap("reward model")
     elif comparisons is not None:
         console.print(f"[1-2] {len(comparisons)} labelled comparisons from {prompts}")
         rm, summary["reward_model"] = reward_model_stage(
-            model, tokenizer, comparisons, oracle, config, seed, device, out, console
+            reward_model_start(model, task, config),
+            tokenizer,
+            comparisons,
+            oracle,
+            config,
+            seed,
+            device,
+            out,
+            console,
         )
         laps.lap("reward model")
     else:
@@ -503,8 +519,17 @@ def web_label_stage(
     return None
 
 
+def reward_model_start(model: str, task: str, config: DemoConfig) -> str | Path:
+    """Where r_φ starts: for the embedded LM's sentiment task, the embedded reward model (pretrained on
+    synthetic VADER labels of other prompts; ``config.pretrained_reward_model``); otherwise ``model``'s
+    backbone with a fresh score head."""
+    if config.pretrained_reward_model and task == "sentiment" and model == "embedded":
+        return EMBEDDED_REWARD_MODEL_DIR
+    return model
+
+
 def reward_model_stage(
-    model: str,
+    start: str | Path,
     tokenizer,
     comparisons: TextPreferenceStore | Dataset,
     oracle: Callable[[str, str], float] | None,
@@ -514,9 +539,18 @@ def reward_model_stage(
     out: Path,
     console: Console,
 ) -> tuple[TextRewardFn, dict[str, float | None]]:
-    """Stage 3: fit r_φ to the comparisons, save it to ``out/reward_model`` and report its accuracy
-    and, when there is an oracle, its agreement with it."""
-    fit = fit_reward_model(model, tokenizer, comparisons, config, seed, device, out / "reward_model")
+    """Stage 3: fit r_φ, starting from ``start`` (a reward model or an LM), to the comparisons, save it to
+    ``out/reward_model`` and report its accuracy (and its start's, on the same held-out pairs) and, when
+    there is an oracle, its agreement with it."""
+    pretrained = start == EMBEDDED_REWARD_MODEL_DIR
+    if pretrained:
+        console.print(
+            "[3] r_φ starts from the embedded reward model (pretrained on synthetic VADER labels of the "
+            "training split's prompts, none of this run's) and is fine-tuned on this run's labels"
+        )
+    fit = fit_reward_model(
+        start, tokenizer, comparisons, config, seed, device, out / "reward_model", finetune=pretrained
+    )
     agreement = None if oracle is None else oracle_agreement(fit.reward_model, oracle, fit.eval_pairs)
     metrics = fit.metrics
     if oracle is None:
@@ -531,12 +565,15 @@ def reward_model_stage(
             f" (ties, {metrics['tie_fraction']:.1%} of the labels, left out; with them counted half right: "
             f"{metrics['accuracy_all_pairs']:.1%})"
         )
+    start_text = f" (at the start: {metrics['start_accuracy']:.1%})" if pretrained else ""
     console.print(
-        f"[3] reward model: held-out accuracy [bold]{metrics['eval_accuracy']:.1%}[/] on "
+        f"[3] reward model: held-out accuracy [bold]{metrics['eval_accuracy']:.1%}[/]{start_text} on "
         f"{len(fit.eval_pairs)} decisive labelled pairs{ties} (loss {metrics['eval_loss']:.3f}); "
         f"{agreement_text} -> {out / 'reward_model'}"
     )
     figures = {
+        "start": "embedded reward model" if pretrained else str(start),
+        "start_accuracy": metrics["start_accuracy"],
         "eval_accuracy": metrics["eval_accuracy"],
         "eval_pairs": len(fit.eval_pairs),
         "eval_loss": metrics["eval_loss"],
@@ -704,6 +741,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"sentiment) instead of calling a pair equal when neither leaves VADER's neutral band "
         f"(|compound| < {defaults.labeler_tie_below})",
     )
+    parser.add_argument(
+        "--rm-from-lm",
+        action="store_true",
+        help="fit r_φ from the LM's backbone with a fresh score head, not from the embedded reward model "
+        "(pretrained on synthetic labels of other prompts; used for the embedded LM's sentiment task)",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -726,6 +769,8 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
     config.kl_target = args.kl_target
     if args.no_ties:
         config.labeler_tie_below = None
+    if args.rm_from_lm:
+        config.pretrained_reward_model = False
     if args.pairs is not None or args.human:
         config.pairs = args.pairs if args.pairs is not None else 20
     if args.task == "tldr":

@@ -14,8 +14,9 @@ from tiny_lm import tiny_lm, tiny_tokenizer
 from transformers import AutoModelForCausalLM
 
 from rlhf_envs.cli import main
-from rlhf_envs.demo import add_arguments, config_from_args, load_tldr_task
+from rlhf_envs.demo import add_arguments, config_from_args, load_tldr_task, reward_model_start
 from rlhf_envs.device import resolve_device
+from rlhf_envs.lm.assets import EMBEDDED_REWARD_MODEL_DIR
 from rlhf_envs.pipeline import DemoConfig, collect_labels, fit_reward_model, oracle_agreement, split_prompts
 from rlhf_envs.preferences.text import TextPreferenceStore
 
@@ -73,6 +74,12 @@ def test_stages_fit_a_learnable_preference(tmp_path, device):
     oracle = lambda prompt, completion: float(completion in GOOD)  # noqa: E731
     assert oracle_agreement(fit.reward_model, oracle, fit.eval_pairs) == 1.0
 
+    # Fine-tuning a fitted reward model: it starts where the first fit ended, on the same held-out pairs.
+    fit.reward_model.model.save_pretrained(tmp_path / "rm")
+    tokenizer.save_pretrained(tmp_path / "rm")
+    again = fit_reward_model(str(tmp_path / "rm"), tokenizer, store, config, 0, resolve_device(device))
+    assert again.metrics["start_accuracy"] == 1.0 and again.eval_pairs.to_dict() == fit.eval_pairs.to_dict()
+
 
 def test_ties_are_left_out_of_the_fit_and_counted_half_right_in_the_accuracy_on_all_pairs(tmp_path):
     tokenizer = tiny_tokenizer()
@@ -109,6 +116,16 @@ def test_command_line_budget_ties_unless_told_not_to():
     assert config_from_args(parser.parse_args(["--no-ties"])).labeler_tie_below is None
     quick = config_from_args(parser.parse_args(["--quick", "--pairs", "30"]))
     assert quick.labeler_tie_below is None and quick.pairs == 30 and quick.new_tokens == 8
+    assert not config_from_args(parser.parse_args(["--rm-from-lm"])).pretrained_reward_model
+
+
+def test_r_phi_starts_from_the_embedded_reward_model_only_for_the_embedded_sentiment_task():
+    config = DemoConfig()
+    assert reward_model_start("embedded", "sentiment", config) == EMBEDDED_REWARD_MODEL_DIR
+    assert reward_model_start("embedded", "tldr", config) == "embedded"
+    assert reward_model_start("gpt2", "sentiment", config) == "gpt2"
+    config.pretrained_reward_model = False
+    assert reward_model_start("embedded", "sentiment", config) == "embedded"
 
 
 def test_collect_labels_adds_only_the_missing_pairs(tmp_path, device):

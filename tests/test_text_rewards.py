@@ -7,6 +7,7 @@ import torch
 from tiny_lm import tiny_lm, tiny_reward_model, tiny_tokenizer
 
 from rlhf_envs.envs.token import TokenEnv
+from rlhf_envs.lm.assets import EVALUATIVE_PROMPTS_FILE, load_prompts
 from rlhf_envs.lm.reward_model import HFRewardModel, encode_texts, resolve_reward_model
 
 PROMPTS = ["the cat sat", "love", "a good day makes", "in the beginning", "the dog"]
@@ -89,3 +90,13 @@ def test_token_env_reward_is_the_reward_models_score(classifier, tokenizer):
     assert truncated and info["completion"] == tokenizer.decode([30, 40, 50])
     expected = one_by_one(classifier, tokenizer, [info["prompt"]], [info["completion"]])
     assert reward == pytest.approx(float(expected[0]), abs=1e-5) and reward == info["score"]
+
+
+def test_embedded_reward_model_ranks_the_demos_held_out_prompts_kind_continuations_first():
+    """The shipped reward model (pretrained on other prompts' labels) orders plain sentiment on the
+    demo's own held-out prompts as VADER does."""
+    prompts = load_prompts(EVALUATIVE_PROMPTS_FILE)[:20]
+    reward_model = resolve_reward_model("embedded", device="cpu")
+    kind = reward_model(prompts, [" very good, and we were all happy."] * len(prompts))
+    unkind = reward_model(prompts, [" very bad, and we were all sad."] * len(prompts))
+    assert (kind > unkind).all()
