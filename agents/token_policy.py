@@ -392,7 +392,7 @@ class TokenActorCritic(nn.Module):
         if lengths is None:
             lengths = (obs >= 0).sum(-1).numpy(force=True)
         row_lengths = lengths[rows]
-        groups = length_buckets(row_lengths)
+        groups = length_buckets(row_lengths, obs.device)
         index = torch.as_tensor(rows[np.concatenate(groups)], device=obs.device)
         states, start = [], 0
         for group in groups:
@@ -505,13 +505,16 @@ class TokenActorCritic(nn.Module):
         return distribution.log_prob(action), distribution.entropy(), values
 
     def _segment_hidden(self, sequences: torch.Tensor) -> torch.Tensor:
-        """The last hidden states [S, W, H] of packed left-padded ``sequences`` [S, W]: one forward pass
-        per :func:`~rlhf_envs.envs.token.length_buckets` group over its longest sequence (the lengths
-        come to the host: one sync), padding columns zero."""
+        """The last hidden states [S, W, H] of packed left-padded ``sequences`` [S, W]: on the CPU one
+        forward pass per :func:`~rlhf_envs.envs.token.length_buckets` group over its longest sequence
+        (the lengths come to the host), padding columns zero; elsewhere one pass over the whole windows
+        (no host sync)."""
         from rlhf_envs.envs.token import length_buckets  # with transformers, once an LM policy exists
 
-        lengths = (sequences >= 0).sum(-1).cpu().numpy()
-        groups = length_buckets(lengths)
+        if sequences.device.type != "cpu":
+            return self._backbone(**_model_inputs(sequences)).last_hidden_state
+        lengths = (sequences >= 0).sum(-1).numpy()
+        groups = length_buckets(lengths, sequences.device)
         parts = []
         for rows in groups:
             width = int(lengths[rows].max())

@@ -76,15 +76,18 @@ def test_kv_cached_ref_logprobs_equal_a_full_forward_pass(tokenizer, attention):
 
 
 def test_length_buckets_cut_a_batch_where_it_saves_padding():
-    """Rows grouped for forward passes: cut once by length where two passes pad the fewest columns,
-    only when that saves at least a tenth of one pass; every row in exactly one group."""
+    """Rows grouped for forward passes on the CPU: cut once by length where two passes pad the fewest
+    columns, only when that saves at least a tenth of one pass; every row in exactly one group."""
+    cpu = torch.device("cpu")
     lengths = np.array([40, 5, 6, 41, 5, 7, 6, 5])
-    short, long = length_buckets(lengths)
+    short, long = length_buckets(lengths, cpu)
     assert sorted(short) == [1, 2, 4, 5, 6, 7] and sorted(long) == [0, 3]
-    assert [sorted(group) for group in length_buckets(np.array([12, 12, 11, 12]))] == [[0, 1, 2, 3]]
+    assert [sorted(group) for group in length_buckets(np.array([12, 12, 11, 12]), cpu)] == [[0, 1, 2, 3]]
     # 8 × 12 = 96 columns in one pass, 7 × 11 + 12 = 89 in two: 7% saved, not worth a second pass.
-    assert len(length_buckets(np.array([11] * 7 + [12]))) == 1
-    assert len(length_buckets(np.array([9] * 7 + [12]))) == 2  # 75 of 96: 22% saved
+    assert len(length_buckets(np.array([11] * 7 + [12]), cpu)) == 1
+    assert len(length_buckets(np.array([9] * 7 + [12]), cpu)) == 2  # 75 of 96: 22% saved
+    # On a GPU one pass, in the rows' order (a pass costs its launches more than its columns there).
+    assert [list(group) for group in length_buckets(lengths, torch.device("cuda"))] == [list(range(8))]
 
 
 @pytest.mark.parametrize("split", [False, True], ids=["buckets-as-they-fall", "always-split"])

@@ -51,11 +51,15 @@ PromptGenerators = Sequence[np.random.Generator]
 BUCKET_SAVING = 0.1
 
 
-def length_buckets(lengths: np.ndarray) -> list[np.ndarray]:
+def length_buckets(lengths: np.ndarray, device: torch.device) -> list[np.ndarray]:
     """Row groups of a batch of left-padded sequences with these real ``lengths`` (ints on the host),
-    each to run as one forward pass over its own longest length: the rows in order of length, cut once
-    where the two passes pad the fewest columns, or all in one group when the cut saves less than
-    :data:`BUCKET_SAVING`. (Prompts vary in length: most of a padded batch can be padding.)"""
+    each to run as one forward pass over its own longest length, on ``device``. On the CPU: the rows
+    in order of length, cut once where the two passes pad the fewest columns, or all in one group when
+    the cut saves less than :data:`BUCKET_SAVING` (prompts vary in length: most of a padded batch can
+    be padding). Elsewhere one group in the rows' order: on a GPU a pass costs its kernel launches
+    more than its padded columns."""
+    if torch.device(device).type != "cpu":
+        return [np.arange(len(lengths))]
     order = np.argsort(lengths, kind="stable")
     ordered = lengths[order]
     first = np.arange(1, len(order) + 1)  # rows in the first group
@@ -562,7 +566,7 @@ class TokenCore(BatchedCore):
         prompt and tokens ``window_lengths`` long (ints [k] on the host)), one pass per
         :func:`length_buckets` group over its longest window; returns float32 [k, max_new_tokens],
         token j of each episode in column j, 0 after its last."""
-        groups = length_buckets(window_lengths)
+        groups = length_buckets(window_lengths, self.device)
         if len(groups) == 1:
             return self._score_group(input_ids, attention_mask, lengths, int(window_lengths.max()))
         scored = []
