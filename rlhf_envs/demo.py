@@ -245,6 +245,7 @@ def run_demo(
     }
 
     web_labeler = None
+    rm_start = reward_model_start(model, task, config)
     if store is not None:
         if human == "web":
             web_labeler = web_label_stage(
@@ -254,29 +255,13 @@ def run_demo(
             label_stage(store, reference, tokenizer, train_prompts, oracle, config, human, seed, console)
         laps.lap("label")
         rm, summary["reward_model"] = reward_model_stage(
-            reward_model_start(model, task, config),
-            tokenizer,
-            store,
-            oracle,
-            config,
-            seed,
-            device,
-            out,
-            console,
+            rm_start, tokenizer, store, oracle, config, seed, device, out, console
         )
         laps.lap("reward model")
     elif comparisons is not None:
         console.print(f"[1-2] {len(comparisons)} labelled comparisons from {prompts}")
         rm, summary["reward_model"] = reward_model_stage(
-            reward_model_start(model, task, config),
-            tokenizer,
-            comparisons,
-            oracle,
-            config,
-            seed,
-            device,
-            out,
-            console,
+            rm_start, tokenizer, comparisons, oracle, config, seed, device, out, console
         )
         laps.lap("reward model")
     else:
