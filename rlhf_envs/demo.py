@@ -714,10 +714,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"tokens per episode (default {defaults.new_tokens}; {TLDR_SUMMARY_TOKENS} for --task tldr)",
     )
     parser.add_argument(
+        "--kl-coef",
+        type=positive_float,
+        default=defaults.kl_coef,
+        help=f"the KL weight β (default {defaults.kl_coef}; with --kl-target, where the controller starts)",
+    )
+    parser.add_argument(
         "--kl-target",
         type=positive_float,
         default=defaults.kl_target,
-        help="KL per episode the controller aims at",
+        help="KL per episode that an adaptive controller steers β to (default: none, β stays fixed)",
     )
     parser.add_argument(
         "--no-ties",
@@ -751,7 +757,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> DemoConfig:
     """The budget the command line asks for: the defaults (or ``quick()``) with the flags' changes."""
     config = DemoConfig.quick() if args.quick else DemoConfig()
-    config.kl_target = args.kl_target
+    config.kl_coef, config.kl_target = args.kl_coef, args.kl_target
     if args.no_ties:
         config.labeler_tie_below = None
     if args.rm_from_lm:

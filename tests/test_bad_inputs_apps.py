@@ -87,6 +87,7 @@ CLI_USER_ERRORS = [
     (["demo", "--pairs", "0"], ["--pairs"]),
     (["demo", "--new-tokens", "-3"], ["--new-tokens"]),
     (["demo", "--kl-target", "nan"], ["--kl-target"]),
+    (["demo", "--kl-coef", "0"], ["--kl-coef"]),
     (["demo", "--threads", "0"], ["--threads"]),
 ]
 

@@ -117,6 +117,8 @@ def test_command_line_budget_ties_unless_told_not_to():
     quick = config_from_args(parser.parse_args(["--quick", "--pairs", "30"]))
     assert quick.labeler_tie_below is None and quick.pairs == 30 and quick.new_tokens == 8
     assert not config_from_args(parser.parse_args(["--rm-from-lm"])).pretrained_reward_model
+    steered = config_from_args(parser.parse_args(["--kl-coef", "0.1", "--kl-target", "5"]))
+    assert (steered.kl_coef, steered.kl_target) == (0.1, 5.0) and DemoConfig().kl_target is None
 
 
 def test_r_phi_starts_from_the_embedded_reward_model_only_for_the_embedded_sentiment_task():
