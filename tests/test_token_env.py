@@ -76,18 +76,23 @@ def test_kv_cached_ref_logprobs_equal_a_full_forward_pass(tokenizer, attention):
 
 
 def test_length_buckets_cut_a_batch_where_it_saves_padding():
-    """Rows grouped for forward passes on the CPU: cut once by length where two passes pad the fewest
-    columns, only when that saves at least a tenth of one pass; every row in exactly one group."""
+    """Rows grouped for forward passes on the CPU: by length, into the groups whose padded tokens plus
+    a fixed cost per pass (PASS_COST_TOKENS, 64) are the fewest; every row in exactly one group."""
     cpu = torch.device("cpu")
     lengths = np.array([40, 5, 6, 41, 5, 7, 6, 5])
+    # One pass: 8 × 41 + 64 = 392 tokens; two: 6 × 7 + 2 × 41 + 128 = 252; three: 310.
     short, long = length_buckets(lengths, cpu)
     assert sorted(short) == [1, 2, 4, 5, 6, 7] and sorted(long) == [0, 3]
     assert [sorted(group) for group in length_buckets(np.array([12, 12, 11, 12]), cpu)] == [[0, 1, 2, 3]]
-    # 8 × 12 = 96 columns in one pass, 7 × 11 + 12 = 89 in two: 7% saved, not worth a second pass.
-    assert len(length_buckets(np.array([11] * 7 + [12]), cpu)) == 1
-    assert len(length_buckets(np.array([9] * 7 + [12]), cpu)) == 2  # 75 of 96: 22% saved
+    # 8 × 12 + 64 = 160 in one pass, 7 × 9 + 12 + 128 = 203 in two: not worth a second pass.
+    assert len(length_buckets(np.array([9] * 7 + [12]), cpu)) == 1
+    # 40 rows: one pass 40 × 60 + 64 = 2,464 tokens; two 20 × 10 + 20 × 60 + 128 = 1,528; three 1,292.
+    lengths = np.repeat([10, 30, 60], [20, 10, 10])
+    groups = length_buckets(lengths, cpu)
+    assert [sorted(lengths[group]) for group in groups] == [[10] * 20, [30] * 10, [60] * 10]
+    assert sorted(np.concatenate(groups)) == list(range(40))
     # On a GPU one pass, in the rows' order (a pass costs its launches more than its columns there).
-    assert [list(group) for group in length_buckets(lengths, torch.device("cuda"))] == [list(range(8))]
+    assert [list(group) for group in length_buckets(lengths[:8], torch.device("cuda"))] == [list(range(8))]
 
 
 @pytest.mark.parametrize("split", [False, True], ids=["buckets-as-they-fall", "always-split"])
@@ -96,9 +101,9 @@ def test_deferred_and_per_step_reference_logprobs_agree(lm, tokenizer, as_tensor
     """Issue 15: the reference log-probs of a finished episode from one batched forward at its end
     (reference_scoring="episode_end") equal the per-step KV-cached ones within 1e-5, for episodes that
     end at different steps (EOS, truncation) and restart; rewards and flags are the same. Also when
-    every batch of episodes of different lengths is scored in two passes (length buckets)."""
+    every batch of episodes of different lengths is scored in a pass per length (length buckets)."""
     if split:
-        monkeypatch.setattr("rlhf_envs.envs.token.BUCKET_SAVING", 0.0)
+        monkeypatch.setattr("rlhf_envs.envs.token.PASS_COST_TOKENS", 0)
     max_new_tokens, steps, num_envs = 6, 30, 3
     rng = np.random.default_rng(3)
     actions = rng.integers(1, 60, (steps, num_envs))

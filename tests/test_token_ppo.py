@@ -65,10 +65,10 @@ def test_sampling_log_probs_match_evaluate_across_restarts(tokenizer, follow, sp
     the env restarts episodes mid-rollout and after the cache is dropped for an update (then, following
     the env, it prefills the new episodes' prompts and the running ones' windows); whether the sampler
     finds the restarted episodes by comparing windows or from the env's host flags, and whether the
-    prefills and the evaluation run windows of different lengths in one pass or in two (length
+    prefills and the evaluation run windows of different lengths in one pass or in one per length (length
     buckets). V of the last observation agrees too, from the cache or from a full pass."""
     if split:
-        monkeypatch.setattr("rlhf_envs.envs.token.BUCKET_SAVING", 0.0)
+        monkeypatch.setattr("rlhf_envs.envs.token.PASS_COST_TOKENS", 0)
     torch.manual_seed(0)
     env = PackedTokenObservations(
         make_env(

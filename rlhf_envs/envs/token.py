@@ -46,28 +46,41 @@ REFERENCE_SCORING = ("auto", "per_step", "episode_end")
 
 #: One NumPy generator per episode: where each episode draws its prompts.
 PromptGenerators = Sequence[np.random.Generator]
-#: A forward pass costs about rows × its longest sequence: split a batch in two by length only when
-#: that saves at least this fraction of it (a second pass has its own overhead).
-BUCKET_SAVING = 0.1
+#: A forward pass costs about rows × its longest sequence in tokens, plus a fixed cost (module calls,
+#: kernel dispatch) worth about this many tokens: the embedded LM at 1 thread spends ~5 ms on a pass
+#: forward, ~16 ms forward and backward, as much as ~60 more tokens cost. A bigger model's tokens
+#: cost more, so there this errs toward fewer passes.
+PASS_COST_TOKENS = 64
 
 
 def length_buckets(lengths: np.ndarray, device: torch.device) -> list[np.ndarray]:
     """Row groups of a batch of left-padded sequences with these real ``lengths`` (ints on the host),
     each to run as one forward pass over its own longest length, on ``device``. On the CPU: the rows
-    in order of length, cut once where the two passes pad the fewest columns, or all in one group when
-    the cut saves less than :data:`BUCKET_SAVING` (prompts vary in length: most of a padded batch can
-    be padding). Elsewhere one group in the rows' order: on a GPU a pass costs its kernel launches
+    in order of length, cut into the groups that cost the least, each costing its rows × its longest
+    length plus :data:`PASS_COST_TOKENS` (prompts vary in length: most of a padded batch can be
+    padding). Elsewhere one group in the rows' order: on a GPU a pass costs its kernel launches
     more than its padded columns."""
     if torch.device(device).type != "cpu":
         return [np.arange(len(lengths))]
     order = np.argsort(lengths, kind="stable")
-    ordered = lengths[order]
-    first = np.arange(1, len(order) + 1)  # rows in the first group
-    cost = first * ordered + (len(order) - first) * ordered[-1]
-    cut = int(cost.argmin()) + 1
-    if cut == len(order) or cost[cut - 1] > (1 - BUCKET_SAVING) * cost[-1]:
-        return [order]
-    return [order[:cut], order[cut:]]
+    # A pass holds every row of each length it holds: rows of equal length pad nothing.
+    values, counts = np.unique(lengths[order], return_counts=True)
+    rows_before = np.concatenate([[0], np.cumsum(counts)])
+    # cost[j]: the cheapest passes over the rows of the j shortest lengths; start[j]: the first
+    # length of the last of those passes.
+    cost = np.zeros(len(values) + 1)
+    start = np.zeros(len(values) + 1, dtype=np.int64)
+    for end in range(1, len(values) + 1):
+        # Each candidate last pass, from length s to end - 1, is padded to values[end - 1].
+        rows = rows_before[end] - rows_before[:end]
+        candidates = cost[:end] + rows * values[end - 1] + PASS_COST_TOKENS
+        start[end] = candidates.argmin()
+        cost[end] = candidates[start[end]]
+    groups, end = [], len(values)
+    while end > 0:
+        groups.append(order[rows_before[start[end]] : rows_before[end]])
+        end = start[end]
+    return groups[::-1]
 
 
 @dataclass
@@ -1021,8 +1034,8 @@ class TokenEnv(_TokenFace, gym.Env):
       when episodes end, one batched forward pass over their windows (prompt + response) scores
       every generated token, as the usual pipeline's reference pass after ``generate`` does. Cost:
       one forward over the finished sequences (their weights read once per batch of ends, not per
-      token; over the columns their tokens fill, in two passes by length where that pads at least
-      10% fewer columns, see :func:`length_buckets`), no KV cache held. Each step's reward then
+      token; over the columns their tokens fill, in passes by length where the padding that saves
+      pays for a pass, see :func:`length_buckets`), no KV cache held. Each step's reward then
       cannot carry β · log π_pt (``kl_coef > 0`` is refused); an agent that needs the log-probs of
       episodes still in progress (PPO at the end of a rollout) asks
       :meth:`TokenVectorEnv.running_info`, one more batched forward.
