@@ -78,6 +78,9 @@ __all__ = ["DemoConfig", "WebLabelling", "add_arguments", "run", "run_demo"]
 TASKS = ("sentiment", "tldr")
 #: Tokens of a TL;DR summary (Stiennon et al. 2020).
 TLDR_SUMMARY_TOKENS = 48
+# A policy's figures on the held-out prompts as summary.json gives them (oracle_se: the oracle mean's
+# standard error over the continuations).
+SAMPLE_FIGURES = ("oracle", "oracle_se", "reward", "kl")
 
 WEB_INSTRUCTIONS = (
     "Which continuation is better? The demo scores its result with a sentiment oracle: "
@@ -271,7 +274,16 @@ def run_demo(
 
     def evaluate(policy_model, desc: str) -> SampleReport:
         return evaluate_samples(
-            policy_model, reference, tokenizer, eval_prompts, oracle, rm, config.new_tokens, seed, desc=desc
+            policy_model,
+            reference,
+            tokenizer,
+            eval_prompts,
+            oracle,
+            rm,
+            config.new_tokens,
+            seed,
+            samples=config.eval_samples,
+            desc=desc,
         )
 
     before = evaluate(reference, "before")
@@ -300,8 +312,14 @@ def run_demo(
     laps.lap("report")
     console.print("time: " + laps.summary())
     summary |= {
-        "before": {key: getattr(before, key) for key in ("oracle", "reward", "kl")},
-        "after": {key: getattr(after, key) for key in ("oracle", "reward", "kl")},
+        "evaluation": {
+            "prompts": len(eval_prompts),
+            "samples_per_prompt": config.eval_samples,
+            "continuations": len(eval_prompts) * config.eval_samples,
+        },
+        "before": {key: getattr(before, key) for key in SAMPLE_FIGURES},
+        "after": {key: getattr(after, key) for key in SAMPLE_FIGURES},
+        "oracle_change_se": oracle_change_se(before, after),
         "final_kl_coef": agent.kl_penalty.controller.value,
         "timings_s": laps.timings,
         "total_s": laps.total(),
@@ -595,6 +613,14 @@ def ppo_stage(
     return agent, recorder
 
 
+def oracle_change_se(before: SampleReport, after: SampleReport) -> float | None:
+    """The standard error of the oracle's change, before and after taken as independent samples (the
+    shared seed correlates them, if at all, positively: this errs large); None without an oracle."""
+    if before.oracle_se is None or after.oracle_se is None:
+        return None
+    return math.hypot(before.oracle_se, after.oracle_se)
+
+
 def report_stage(
     before: SampleReport,
     after: SampleReport,
@@ -607,7 +633,8 @@ def report_stage(
 ) -> None:
     """Stage 5: the before/after table of means and samples for the same held-out prompts, the plots
     of reward and KL over training, and the fine-tuned model, saved to ``out``."""
-    table = Table(title=f"Before / after PPO on {len(prompts)} held-out prompts (means)")
+    per_prompt = f" × {config.eval_samples} continuations" if config.eval_samples > 1 else ""
+    table = Table(title=f"Before / after PPO on {len(prompts)} held-out prompts{per_prompt} (means)")
     for column in ("", "before (π_pt)", "after (PPO)", "change"):
         table.add_column(column, justify="right" if column else "left")
     for name, key in (
@@ -620,6 +647,12 @@ def report_stage(
             continue
         table.add_row(name, f"{b:+.3f}", f"{a:+.3f}", f"{a - b:+.3f}")
     console.print(table)
+    change_se = oracle_change_se(before, after)
+    if change_se is not None:
+        console.print(
+            f"oracle change {after.oracle - before.oracle:+.3f} ± {change_se:.3f} (standard error, "
+            f"{len(before.completions)} continuations each)"
+        )
     samples = Table(title="Samples for the same prompts", show_lines=True)
     samples.add_column("prompt")
     samples.add_column("before")

@@ -9,7 +9,9 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from tiny_lm import tiny_lm, tiny_tokenizer
 from transformers import AutoModelForCausalLM
 
@@ -17,7 +19,15 @@ from rlhf_envs.cli import main
 from rlhf_envs.demo import add_arguments, config_from_args, load_tldr_task, reward_model_start
 from rlhf_envs.device import resolve_device
 from rlhf_envs.lm.assets import EMBEDDED_REWARD_MODEL_DIR
-from rlhf_envs.pipeline import DemoConfig, collect_labels, fit_reward_model, oracle_agreement, split_prompts
+from rlhf_envs.pipeline import (
+    DemoConfig,
+    collect_labels,
+    evaluate_samples,
+    fit_reward_model,
+    make_token_ppo,
+    oracle_agreement,
+    split_prompts,
+)
 from rlhf_envs.preferences.text import TextPreferenceStore
 
 PROMPTS = ["the cat sat", "a good day", "love and joy", "in the beginning", "the dog", "a bad day"]
@@ -41,15 +51,16 @@ def test_demo_quick_runs_and_prints_its_report(tmp_path, capsys, device):
     ):
         assert expected in printed
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["before"]) == set(summary["after"]) == {"oracle", "reward", "kl"}
+    assert set(summary["before"]) == set(summary["after"]) == {"oracle", "oracle_se", "reward", "kl"}
+    assert summary["evaluation"] == {"prompts": 3, "samples_per_prompt": 1, "continuations": 3}
     figures = summary["reward_model"]
     labels = TextPreferenceStore(out / "preferences.jsonl")
     assert figures["tie_fraction"] == labels.ties / len(labels)
     assert figures["accuracy_all_pairs"] == pytest.approx(
         figures["eval_accuracy"] * (1 - figures["tie_fraction"]) + 0.5 * figures["tie_fraction"]
     )
-    # Before fine-tuning the sampled policy is π_pt itself: the KL estimate is exactly zero.
-    assert summary["before"]["kl"] == pytest.approx(0.0, abs=1e-6)
+    # Before fine-tuning the sampled policy is π_pt itself: the KL is zero.
+    assert summary["before"]["kl"] == 0.0
     assert summary["after"]["kl"] != summary["before"]["kl"]
     assert len((out / "preferences.jsonl").read_text().splitlines()) == 16
     for plot in ("reward.png", "kl.png"):
@@ -128,6 +139,34 @@ def test_r_phi_starts_from_the_embedded_reward_model_only_for_the_embedded_senti
     assert reward_model_start("gpt2", "sentiment", config) == "gpt2"
     config.pretrained_reward_model = False
     assert reward_model_start("embedded", "sentiment", config) == "embedded"
+
+
+def test_evaluation_samples_each_prompt_again_after_the_first_continuations(device):
+    tokenizer = tiny_tokenizer()
+    model = tiny_lm(tokenizer).to(device)
+    oracle = lambda prompt, completion: float(len(completion) % 3)  # noqa: E731
+    reward = lambda prompts, completions: torch.zeros(len(prompts))  # noqa: E731
+    once = evaluate_samples(model, model, tokenizer, PROMPTS, oracle, reward, 4, seed=0, batch_size=2)
+    thrice = evaluate_samples(
+        model, model, tokenizer, PROMPTS, oracle, reward, 4, seed=0, samples=3, batch_size=2
+    )
+    assert len(thrice.completions) == 3 * len(PROMPTS)
+    assert thrice.completions[: len(PROMPTS)] == once.completions
+    scores = np.array([oracle(p, c) for p, c in zip(PROMPTS * 3, thrice.completions, strict=True)])
+    assert thrice.oracle == pytest.approx(scores.mean())
+    assert thrice.oracle_se == pytest.approx(scores.std(ddof=1) / np.sqrt(len(scores)))
+    with pytest.raises(ValueError, match="samples must be >= 1"):
+        evaluate_samples(model, model, tokenizer, PROMPTS, oracle, reward, 4, seed=0, samples=0)
+
+
+def test_make_token_ppo_takes_the_budgets_ppo_settings():
+    tokenizer = tiny_tokenizer()
+    reward = lambda prompts, completions: torch.zeros(len(prompts))  # noqa: E731
+    config = DemoConfig.quick()
+    config.entropy_coef, config.kl_coef, config.ppo_epochs = 0.03, 0.2, 3
+    agent = make_token_ppo(tiny_lm(tokenizer), tokenizer, PROMPTS, reward, config, torch.device("cpu"), 0)
+    assert (agent.config.ent_coef, agent.config.kl_coef, agent.config.n_epochs) == (0.03, 0.2, 3)
+    assert (agent.config.n_steps, agent.env.num_envs) == (config.new_tokens, config.batch)
 
 
 def test_collect_labels_adds_only_the_missing_pairs(tmp_path, device):
