@@ -31,7 +31,6 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.distributions import Categorical
 
 # transformers and the TokenEnv load only when a language model is used: `import agents` stays light
 # for the control envs.
@@ -500,9 +499,11 @@ class TokenActorCritic(nn.Module):
         position = width - 2 - (end_step[segment] - steps)
 
         hidden = self._segment_hidden(sequences)[segment, position]  # [T, m, H]
-        distribution = Categorical(logits=self._logits(hidden), validate_args=False)
+        # One log-softmax serves both (a Categorical would normalize the logits again for the entropy).
+        logprobs = self._logits(hidden).log_softmax(-1)
+        entropy = -(logprobs.exp() * logprobs).sum(-1)
         values = self.value_head(hidden.float()).squeeze(-1)
-        return distribution.log_prob(action), distribution.entropy(), values
+        return logprobs.gather(-1, action[..., None])[..., 0], entropy, values
 
     def _segment_hidden(self, sequences: torch.Tensor) -> torch.Tensor:
         """The last hidden states [S, W, H] of packed left-padded ``sequences`` [S, W]: on the CPU one
