@@ -285,6 +285,8 @@ def main() -> None:
     parser.add_argument("--ppo-epochs", type=int, default=1, help="our PPO's passes over each rollout")
     # Pinned to the demo's settings of 905215d, which the demo's later budgets need not keep.
     parser.add_argument("--ppo-batch-size", type=int, default=384, help="our PPO's tokens per minibatch")
+    # TRL's RLOO and GRPO add no entropy bonus; the demo's 0.01 is its own choice.
+    parser.add_argument("--entropy-coef", type=float, default=0.0, help="our PPO's entropy bonus")
     parser.add_argument("--eval-prompts", type=int, default=64, help="prompts held out for evaluation")
     parser.add_argument("--samples", type=int, default=4, help="continuations per held-out prompt")
     parser.add_argument("--work", type=Path, default=Path("runs/rlhf_text"), help="labels, r_φ, runs.jsonl")
@@ -304,6 +306,7 @@ def main() -> None:
         new_tokens=args.new_tokens,
         ppo_epochs=args.ppo_epochs,
         ppo_batch_size=args.ppo_batch_size,
+        entropy_coef=args.entropy_coef,
         eval_prompts=args.eval_prompts,
     )
     args.work.mkdir(parents=True, exist_ok=True)
@@ -331,6 +334,8 @@ def main() -> None:
 
     def run_key(method: str, learning_rate: float, beta: float) -> str:
         ppo = f"|epochs{args.ppo_epochs}|mb{args.ppo_batch_size}" if method == "ours" else ""
+        if method == "ours" and args.entropy_coef:
+            ppo += f"|ent{args.entropy_coef:g}"
         return f"{budget}|{method}|lr{learning_rate:g}|beta{beta:g}{ppo}"
 
     def measured(method: str, learning_rate: float, beta: float) -> dict:
@@ -342,7 +347,11 @@ def main() -> None:
             print(f"{method} lr {learning_rate:g} β {beta:g}: {figures} in {clock.wall:.0f} s", flush=True)
             run_info = {"method": method, "learning_rate": learning_rate, "beta": beta}
             if method == "ours":
-                run_info |= {"ppo_epochs": args.ppo_epochs, "ppo_batch_size": args.ppo_batch_size}
+                run_info |= {
+                    "ppo_epochs": args.ppo_epochs,
+                    "ppo_batch_size": args.ppo_batch_size,
+                    "entropy_coef": args.entropy_coef,
+                }
             run_info |= {"wall_s": clock.wall, "cpu_s": clock.cpu}
             return run_info | dataclasses.asdict(figures)
 
