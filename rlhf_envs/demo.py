@@ -10,7 +10,8 @@
 3. fit a reward model r_φ to the decisive labels (Bradley–Terry) and report its held-out accuracy on
    decisive pairs, the share of ties and its accuracy with the ties counted half right;
 4. fine-tune the LM with PPO on the TokenEnv, reward r_φ on the last token and a KL penalty
-   against π_pt on every token, β set by the adaptive controller;
+   against π_pt on every token, β fixed (``--kl-coef``) or steered by the adaptive controller
+   (``--kl-target``);
 5. report the oracle score, r_φ's score and KL(π ‖ π_pt) before and after on held-out prompts, a
    table of before/after samples for the same prompts, plots of reward and KL over training, and
    save the fine-tuned model (a Hugging Face folder) to ``--out``.
@@ -164,6 +165,7 @@ def _save_plots(out: Path, recorder: RecordingRewardModel, history: list, rollou
     beta_axis = ax.twinx()
     beta_axis.plot(kl_steps, [stats.kl_coef for stats in history], color="tab:red", label="β")
     beta_axis.set_ylabel("β", color="tab:red")
+    beta_axis.set_ylim(bottom=0)  # from 0: a fixed β is a flat line, not one magnified into noise
     ax.legend(loc="upper left")
     fig.tight_layout()
     kl_path = out / "kl.png"
