@@ -163,9 +163,11 @@ def _save_plots(out: Path, recorder: RecordingRewardModel, history: list, rollou
     ax.plot(kl_steps, [stats.kl for stats in history], label="KL(π ‖ π_pt) per episode")
     ax.set(xlabel="env steps (tokens)", ylabel="nats", title="KL over PPO")
     beta_axis = ax.twinx()
-    beta_axis.plot(kl_steps, [stats.kl_coef for stats in history], color="tab:red", label="β")
+    kl_coefs = [stats.kl_coef for stats in history]
+    beta_axis.plot(kl_steps, kl_coefs, color="tab:red", label="β")
     beta_axis.set_ylabel("β", color="tab:red")
-    beta_axis.set_ylim(bottom=0)  # from 0: a fixed β is a flat line, not one magnified into noise
+    # From 0, with headroom above: a fixed β is a flat line, not one magnified into noise or under the legend.
+    beta_axis.set_ylim(0, 1.3 * max(kl_coefs, default=1.0) or 1.0)
     ax.legend(loc="upper left")
     fig.tight_layout()
     kl_path = out / "kl.png"
