@@ -167,7 +167,8 @@ def _save_plots(out: Path, recorder: RecordingRewardModel, history: list, rollou
     beta_axis.plot(kl_steps, kl_coefs, color="tab:red", label="β")
     beta_axis.set_ylabel("β", color="tab:red")
     # From 0, with headroom above: a fixed β is a flat line, not one magnified into noise or under the legend.
-    beta_axis.set_ylim(0, 1.3 * max(kl_coefs, default=1.0) or 1.0)
+    highest = max(kl_coefs, default=0.0)
+    beta_axis.set_ylim(0, 1.3 * highest if highest > 0 else 1.0)
     ax.legend(loc="upper left")
     fig.tight_layout()
     kl_path = out / "kl.png"
