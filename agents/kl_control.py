@@ -138,6 +138,9 @@ class KLPenalty:
         self._episode_ends: list[tuple[torch.Tensor, np.ndarray]] = []
         #: One :class:`KLStats` per rollout, oldest first (for learning curves).
         self.history: list[KLStats] = []
+        #: ``(mean, std)`` the latest rollout's episode-end rewards were whitened with ((0, 1) unwhitened):
+        #: a critic that predicts them in the env's units uses the same scale.
+        self.reward_scale: tuple[float, float] = (0.0, 1.0)
         self.all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @classmethod
@@ -210,10 +213,12 @@ class KLPenalty:
         if self.all_reduce is not None:
             sums = self.all_reduce(sums)
         kl_sum, count, score_sum, square_sum, num_steps = sums.tolist()
+        self.reward_scale = (0.0, 1.0)
         if self.whiten_rewards and count > 1:
             mean = score_sum / count
             std = max((square_sum - count * mean**2) / (count - 1), 0.0) ** 0.5  # unbiased, as torch.std
-            rewards = torch.where(dones, (rewards - mean) / (std + 1e-8), rewards)
+            self.reward_scale = (mean, std + 1e-8)
+            rewards = torch.where(dones, (rewards - mean) / self.reward_scale[1], rewards)
         shaped = rewards - beta * self.kl
         # An episode's KL is the sum over its tokens; the rollout holds `count` episode ends.
         stats = KLStats(kl=kl_sum / max(count, 1.0), score=score_sum / count if count else None, kl_coef=beta)

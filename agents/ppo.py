@@ -258,10 +258,14 @@ class PPO(BaseAlgorithm):
             running_info = self.env.running_info() if self.kl_penalty.deferred else None
             rewards, dones = self.buffer.rewards, self.buffer.dones
             self.buffer.rewards = self.kl_penalty.penalize(rewards, dones, running_info)
+        self._compute_advantages(obs, done)
+        self._last_obs = obs
+
+    def _compute_advantages(self, obs: torch.Tensor, done: torch.Tensor) -> None:
+        """GAE over the filled buffer, bootstrapped from V(``obs``), the observation after its last step."""
         with torch.no_grad():
             last_value = self._bootstrap_value(obs, done)
         self.buffer.compute_advantages(last_value, self.gamma, self.config.gae_lambda)
-        self._last_obs = obs
 
     def _bootstrap_value(self, obs: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
         """V(``obs``), the observation after the rollout's last step; GAE multiplies it by 1 − ``done``

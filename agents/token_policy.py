@@ -46,6 +46,8 @@ TOKEN_ENV_ENTRY_POINT = "rlhf_envs.envs.token:TokenEnv"
 
 __all__ = [
     "PackedTokenObservations",
+    "column_segments",
+    "packed_model_inputs",
     "TokenActorCritic",
     "is_token_env",
     "pack_observation",
@@ -175,12 +177,42 @@ def pack_observation(obs: dict[str, torch.Tensor]) -> torch.Tensor:
     return obs["input_ids"].long().masked_fill(obs["attention_mask"] == 0, -1)
 
 
-def _model_inputs(packed: torch.Tensor) -> dict[str, torch.Tensor]:
+def packed_model_inputs(packed: torch.Tensor) -> dict[str, torch.Tensor]:
     """Ids, mask and position ids (0 at the first real token) of left-padded packed windows [B, L]."""
     from rlhf_envs.lm.tokens import position_ids  # with transformers, once an LM policy exists
 
     mask = (packed >= 0).long()
     return {"input_ids": packed.clamp(min=0), "attention_mask": mask, "position_ids": position_ids(mask)}
+
+
+def column_segments(
+    obs: torch.Tensor, action: torch.Tensor, dones: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Whole env columns as one packed sequence per episode segment: ``(sequences, segment, position)``.
+
+    The steps of a column ([T, m] packed windows ``obs`` [T, m, L], tokens ``action`` and ``dones``)
+    split into segments, each ending at a done or at step T − 1. A segment's last window with its
+    last token appended (``sequences`` [S, L], packed, in (step, env) order of the segments' ends)
+    holds every earlier window of the segment as a prefix: step t's window ends at
+    ``sequences[segment[t], position[t]]`` (``segment`` and ``position`` [T, m]), so one forward pass
+    over the sequences reads every step, and position + 1 holds the step's token.
+    """
+    num_steps, num_envs, width = obs.shape
+    ends = dones.bool().clone()
+    ends[-1] = True
+    end_step, end_env = ends.nonzero(as_tuple=True)  # segments in (step, env) order
+    # The window's oldest column is padding in every observation the TokenEnv makes (its window
+    # holds the longest prompt and N tokens, the observation at most N − 1 of them).
+    sequences = torch.cat([obs[end_step, end_env, 1:], action[end_step, end_env, None]], dim=1)
+    # Segment of each step: the next end at or after it in its column.
+    segment = torch.full((num_steps, num_envs), -1, dtype=torch.long, device=obs.device)
+    segment[end_step, end_env] = torch.arange(len(end_step), device=obs.device)
+    for step in range(num_steps - 2, -1, -1):
+        segment[step] = torch.where(ends[step], segment[step], segment[step + 1])
+    steps = torch.arange(num_steps, device=obs.device)[:, None]
+    # Step t of a segment ending at e reads position width − 2 − (e − t) of its sequence.
+    position = width - 2 - (end_step[segment] - steps)
+    return sequences, segment, position
 
 
 class TokenActorCritic(nn.Module):
@@ -306,7 +338,7 @@ class TokenActorCritic(nn.Module):
             return self.language_model.get_output_embeddings()(hidden).float()
 
     def _last_hidden(self, packed: torch.Tensor) -> torch.Tensor:
-        return self._backbone(**_model_inputs(packed)).last_hidden_state[:, -1]
+        return self._backbone(**packed_model_inputs(packed)).last_hidden_state[:, -1]
 
     # -- the PPO policy interface ---------------------------------------------------------------------
     @torch.no_grad()
@@ -397,7 +429,7 @@ class TokenActorCritic(nn.Module):
         for group in groups:
             group_index, start = index[start : start + len(group)], start + len(group)
             width = int(row_lengths[group].max())
-            inputs = _model_inputs(obs[group_index, -width:])
+            inputs = packed_model_inputs(obs[group_index, -width:])
             output = self._backbone(**inputs, use_cache=True)
             fresh = returned_cache(output)
             prefilled = fresh.layers
@@ -476,28 +508,11 @@ class TokenActorCritic(nn.Module):
             action: the tokens taken, [T, m].
             dones: [T, m], true where an episode ended at that step (the next step starts another).
 
-        The steps of a column split into segments, each ending at a done or at step T − 1. A
-        segment's last window with its last token appended holds every earlier window of the
-        segment as a prefix, so one forward pass over it scores all of the segment's steps.
+        One forward pass over each segment of a column (:func:`column_segments`) scores all its steps.
         """
         # Parameters are about to change: keys and values cached for sampling would go stale.
         self._cache = None
-        num_steps, num_envs, width = obs.shape
-        ends = dones.bool().clone()
-        ends[-1] = True
-        end_step, end_env = ends.nonzero(as_tuple=True)  # segments in (step, env) order
-        # The window's oldest column is padding in every observation the TokenEnv makes (its window
-        # holds the longest prompt and N tokens, the observation at most N − 1 of them).
-        sequences = torch.cat([obs[end_step, end_env, 1:], action[end_step, end_env, None]], dim=1)
-        # Segment of each step: the next end at or after it in its column.
-        segment = torch.full((num_steps, num_envs), -1, dtype=torch.long, device=obs.device)
-        segment[end_step, end_env] = torch.arange(len(end_step), device=obs.device)
-        for step in range(num_steps - 2, -1, -1):
-            segment[step] = torch.where(ends[step], segment[step], segment[step + 1])
-        steps = torch.arange(num_steps, device=obs.device)[:, None]
-        # Step t of a segment ending at e is predicted at position width − 2 − (e − t) of its sequence.
-        position = width - 2 - (end_step[segment] - steps)
-
+        sequences, segment, position = column_segments(obs, action, dones)
         hidden = self._segment_hidden(sequences)[segment, position]  # [T, m, H]
         # One log-softmax serves both (a Categorical would normalize the logits again for the entropy).
         logprobs = self._logits(hidden).log_softmax(-1)
@@ -513,7 +528,7 @@ class TokenActorCritic(nn.Module):
         from rlhf_envs.envs.token import length_buckets  # with transformers, once an LM policy exists
 
         if sequences.device.type != "cpu":
-            return self._backbone(**_model_inputs(sequences)).last_hidden_state
+            return self._backbone(**packed_model_inputs(sequences)).last_hidden_state
         lengths = (sequences >= 0).sum(-1).numpy()
         groups = length_buckets(lengths, sequences.device)
         parts = []
@@ -522,7 +537,7 @@ class TokenActorCritic(nn.Module):
             group = (
                 sequences if len(groups) == 1 else sequences[torch.as_tensor(rows, device=sequences.device)]
             )
-            hidden = self._backbone(**_model_inputs(group[:, -width:])).last_hidden_state
+            hidden = self._backbone(**packed_model_inputs(group[:, -width:])).last_hidden_state
             parts.append(nn.functional.pad(hidden, (0, 0, sequences.shape[1] - width, 0)))
         if len(groups) == 1:
             return parts[0]

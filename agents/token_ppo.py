@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import torch
@@ -20,9 +20,18 @@ from torch import nn
 from agents.buffers import ColumnRolloutBuffer
 from agents.kl_control import KL_ESTIMATORS
 from agents.ppo import PPO, PPOConfig
-from agents.token_policy import PackedTokenObservations, TokenActorCritic, token_vector_env
+from agents.token_policy import (
+    PackedTokenObservations,
+    TokenActorCritic,
+    column_segments,
+    packed_model_inputs,
+    token_vector_env,
+)
 
-__all__ = ["TOKEN_ENV_PPO_DEFAULTS", "TokenPPO", "TokenPPOConfig"]
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+__all__ = ["CRITICS", "TOKEN_ENV_PPO_DEFAULTS", "TokenPPO", "TokenPPOConfig", "reward_model_critic_problem"]
 
 
 @dataclass
@@ -40,6 +49,15 @@ class TokenPPOConfig(PPOConfig):
             model's architecture (GPT-2: the attention's ``c_attn``).
         bf16: run the policy's and the reference's forward passes under bfloat16 autocast (for a
             GPU); weights, gradients and Adam's moments stay float32.
+        critic: what V(s) is. ``"value_head"``: a linear head on the policy's last hidden state,
+            trained with the value loss (the default). ``"reward_model"``: the env's reward model on
+            the text so far, V(s_t) = r_φ(prompt, first t tokens) in the whitened reward's units, read
+            for every step of a rollout in one forward pass (:meth:`HFRewardModel.token_scores
+            <rlhf_envs.lm.reward_model.HFRewardModel.token_scores>`: a decoder-only reward model with
+            the env's vocabulary); nothing is trained for it, so ``vf_coef`` defaults to 0, and with
+            ``gae_lambda`` 0 (its default too) each token's advantage is the change of r_φ it made,
+            r_φ(s_{t+1}) − r_φ(s_t), less its KL penalty: credit per token instead of one score
+            shared by the episode's tokens.
     """
 
     kl_estimator: str = "k1"
@@ -47,9 +65,12 @@ class TokenPPOConfig(PPOConfig):
     lora_alpha: float | None = None
     lora_target_modules: tuple[str, ...] | None = None
     bf16: bool = False
+    critic: str = "value_head"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.critic not in CRITICS:
+            raise ValueError(f"critic must be one of {list(CRITICS)}, got {self.critic!r}")
         if self.lora_rank is not None and self.lora_rank < 1:
             raise ValueError(f"lora_rank must be >= 1 (or None for a full copy), got {self.lora_rank}")
         if self.kl_estimator not in KL_ESTIMATORS:
@@ -57,6 +78,12 @@ class TokenPPOConfig(PPOConfig):
                 f"kl_estimator must be one of {sorted(KL_ESTIMATORS)}, got {self.kl_estimator!r}"
             )
 
+
+#: What V(s) can be (see :class:`TokenPPOConfig`), with the PPO options each changes from the defaults below.
+CRITICS: dict[str, dict[str, Any]] = {
+    "value_head": {},
+    "reward_model": {"vf_coef": 0.0, "gae_lambda": 0.0},
+}
 
 #: PPO options for the TokenEnv where they differ from the control envs' defaults (the user's win).
 #: γ = 1 and no bootstrap at truncation: the episode ends at N tokens, where r_φ scores the text;
@@ -79,6 +106,20 @@ TOKEN_ENV_PPO_DEFAULTS: dict[str, Any] = {
     "whiten_rewards": True,
     "bootstrap_truncated": False,
 }
+
+
+def reward_model_critic_problem(reward_model: Any, tokenizer: PreTrainedTokenizerBase) -> str | None:
+    """Why ``reward_model`` cannot be the critic of a TokenEnv with ``tokenizer`` (None if it can): it
+    must score every token (:meth:`HFRewardModel.token_scores
+    <rlhf_envs.lm.reward_model.HFRewardModel.token_scores>`) of the env's own token ids."""
+    if not getattr(reward_model, "scores_every_token", False):
+        return (
+            f"the reward model {reward_model!r} does not score every token (an HFRewardModel of a "
+            "decoder-only model does)"
+        )
+    if reward_model.tokenizer.get_vocab() != tokenizer.get_vocab():
+        return "the reward model's tokenizer and the env's have different vocabularies"
+    return None
 
 
 class TokenPPO(PPO):
@@ -113,7 +154,19 @@ class TokenPPO(PPO):
     ) -> None:
         if env is None:
             raise ValueError("a TokenPPO policy is a copy of the env's reference LM: pass the env")
-        super().__init__(env, device, seed, policy, spaces, **{**TOKEN_ENV_PPO_DEFAULTS, **config})
+        # A critic's own defaults; an unknown critic fails in the config's check.
+        critic_defaults = CRITICS.get(config.get("critic", "value_head"), {})
+        super().__init__(
+            env, device, seed, policy, spaces, **{**TOKEN_ENV_PPO_DEFAULTS, **critic_defaults, **config}
+        )
+        if self.config.critic == "reward_model":
+            self._check_reward_model_critic()
+
+    def _check_reward_model_critic(self) -> None:
+        token_env = self.env.unwrapped
+        problem = reward_model_critic_problem(token_env.reward_model, token_env.tokenizer)
+        if problem is not None:
+            raise ValueError(f"critic='reward_model': {problem}; use critic='value_head'")
 
     def _make_env(self, env: Any) -> PackedTokenObservations:
         env = token_vector_env(env, self.config.num_envs, self.device)
@@ -155,6 +208,23 @@ class TokenPPO(PPO):
 
     def _bootstrap_value(self, obs: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
         return self.policy.bootstrap_value(obs, done)
+
+    def _compute_advantages(self, obs: torch.Tensor, done: torch.Tensor) -> None:
+        if self.config.critic == "value_head":
+            super()._compute_advantages(obs, done)
+            return
+        # V = r_φ of each step's window and of the window after the last step (its token appended),
+        # for all steps in one pass over each episode segment of the rollout.
+        buffer = self.buffer
+        sequences, segment, position = column_segments(buffer.obs, buffer.actions, buffer.dones)
+        inputs = packed_model_inputs(sequences)
+        scores = self.env.unwrapped.reward_model.token_scores(inputs["input_ids"], inputs["attention_mask"])
+        scores = scores.to(self.device)
+        mean, std = (0.0, 1.0) if self.kl_penalty is None else self.kl_penalty.reward_scale
+        values = (scores - mean) / std
+        buffer.values = values[segment, position]
+        last_value = values[segment[-1], position[-1] + 1]
+        buffer.compute_advantages(last_value, self.gamma, self.config.gae_lambda)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """The fine-tuned LM as a Hugging Face model folder, with its tokenizer and value head."""

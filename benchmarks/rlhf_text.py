@@ -59,6 +59,7 @@ import transformers
 from record import write_result
 from transformers import GenerationConfig, PreTrainedModel, PrinterCallback
 
+from agents.token_ppo import CRITICS
 from rlhf_envs.lm.assets import EVALUATIVE_PROMPTS_FILE, load_prompts
 from rlhf_envs.lm.loading import load_causal_lm
 from rlhf_envs.lm.reward_model import HFRewardModel
@@ -287,6 +288,8 @@ def main() -> None:
     parser.add_argument("--ppo-batch-size", type=int, default=384, help="our PPO's tokens per minibatch")
     # TRL's RLOO and GRPO add no entropy bonus; the demo's 0.01 is its own choice.
     parser.add_argument("--entropy-coef", type=float, default=0.0, help="our PPO's entropy bonus")
+    # The critic measured so far; the demo's reward-model critic (DemoConfig.critic) is its own choice.
+    parser.add_argument("--critic", default="value_head", choices=CRITICS, help="our PPO's V(s)")
     parser.add_argument("--eval-prompts", type=int, default=64, help="prompts held out for evaluation")
     parser.add_argument("--samples", type=int, default=4, help="continuations per held-out prompt")
     parser.add_argument("--work", type=Path, default=Path("runs/rlhf_text"), help="labels, r_φ, runs.jsonl")
@@ -307,6 +310,7 @@ def main() -> None:
         ppo_epochs=args.ppo_epochs,
         ppo_batch_size=args.ppo_batch_size,
         entropy_coef=args.entropy_coef,
+        critic=args.critic,
         eval_prompts=args.eval_prompts,
     )
     args.work.mkdir(parents=True, exist_ok=True)
@@ -336,6 +340,8 @@ def main() -> None:
         ppo = f"|epochs{args.ppo_epochs}|mb{args.ppo_batch_size}" if method == "ours" else ""
         if method == "ours" and args.entropy_coef:
             ppo += f"|ent{args.entropy_coef:g}"
+        if method == "ours" and args.critic != "value_head":
+            ppo += f"|critic:{args.critic}"
         return f"{budget}|{method}|lr{learning_rate:g}|beta{beta:g}{ppo}"
 
     def measured(method: str, learning_rate: float, beta: float) -> dict:

@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ from rich.console import Console
 from rich.table import Table
 from tqdm.auto import tqdm
 
-from agents.token_ppo import TokenPPO
+from agents.token_ppo import CRITICS, TokenPPO
 from rlhf_envs.cli import positive_float, positive_int
 from rlhf_envs.device import resolve_device
 from rlhf_envs.label import LabelSession, WebLabeler
@@ -119,6 +119,12 @@ class RecordingRewardModel:
         #: The index of the rollout in progress (set to read the agent's count once there is an agent).
         self.rollout_index: Callable[[], int] = lambda: 0
         self.records: list[tuple[int, float, float]] = []  # (rollout, r_φ, oracle) per episode
+
+    def __getattr__(self, name: str) -> Any:
+        # The rest of the reward model's surface (token_scores, tokenizer, ...) is the wrapped one's.
+        if name == "reward_model":  # not set yet (unpickling, copying): no recursion
+            raise AttributeError(name)
+        return getattr(self.reward_model, name)
 
     def __call__(self, prompts: list[str], completions: list[str]) -> torch.Tensor:
         scores = self.reward_model(prompts, completions)
@@ -610,9 +616,10 @@ def ppo_stage(
     agent = make_token_ppo(reference, tokenizer, prompts, recorder, config, device, seed, truncation)
     # The KL penalty's history grows by one per rollout: it numbers the rollouts for the plots.
     recorder.rollout_index = lambda: len(agent.kl_penalty.history)
+    critic = " (critic: r_φ of the text so far)" if agent.config.critic == "reward_model" else ""
     console.print(
         f"[4] PPO + KL: {config.iterations} iterations of {config.batch} episodes "
-        f"× {config.new_tokens} tokens"
+        f"× {config.new_tokens} tokens{critic}"
     )
     agent.learn(config.iterations * config.batch * config.new_tokens)
     return agent, recorder
@@ -764,6 +771,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="KL per episode that an adaptive controller steers β to (default: none, β stays fixed)",
     )
     parser.add_argument(
+        "--critic",
+        choices=CRITICS,
+        default=defaults.critic,
+        help="PPO's V(s): a value head on the policy, or r_φ of the text so far with a per-token "
+        "advantage (r_φ must score every token of the LM's ids, else the value head) "
+        f"(default {defaults.critic})",
+    )
+    parser.add_argument(
         "--no-ties",
         action="store_true",
         help="the synthetic labeler always picks one continuation (a coin flip between two without "
@@ -795,7 +810,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> DemoConfig:
     """The budget the command line asks for: the defaults (or ``quick()``) with the flags' changes."""
     config = DemoConfig.quick() if args.quick else DemoConfig()
-    config.kl_coef, config.kl_target = args.kl_coef, args.kl_target
+    config.kl_coef, config.kl_target, config.critic = args.kl_coef, args.kl_target, args.critic
     if args.no_ties:
         config.labeler_tie_below = None
     if args.rm_from_lm:

@@ -12,13 +12,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_lm import tiny_lm, tiny_tokenizer
+from tiny_lm import tiny_lm, tiny_reward_model, tiny_tokenizer
 from transformers import AutoModelForCausalLM
 
 from rlhf_envs.cli import main
-from rlhf_envs.demo import add_arguments, config_from_args, load_tldr_task, reward_model_start
+from rlhf_envs.demo import (
+    RecordingRewardModel,
+    add_arguments,
+    config_from_args,
+    load_tldr_task,
+    reward_model_start,
+)
 from rlhf_envs.device import resolve_device
 from rlhf_envs.lm.assets import EMBEDDED_REWARD_MODEL_DIR
+from rlhf_envs.lm.reward_model import HFRewardModel
 from rlhf_envs.pipeline import (
     DemoConfig,
     collect_labels,
@@ -167,6 +174,23 @@ def test_make_token_ppo_takes_the_budgets_ppo_settings():
     agent = make_token_ppo(tiny_lm(tokenizer), tokenizer, PROMPTS, reward, config, torch.device("cpu"), 0)
     assert (agent.config.ent_coef, agent.config.kl_coef, agent.config.n_epochs) == (0.03, 0.2, 3)
     assert (agent.config.n_steps, agent.env.num_envs) == (config.new_tokens, config.batch)
+
+
+def test_make_token_ppo_takes_r_phi_as_the_critic_where_it_reads_the_lms_tokens():
+    """Asked for r_φ as the critic, the demo takes r_φ of the text so far when r_φ scores every token
+    of the LM's ids (through the demo's recording wrapper too), else a value head (for a plain
+    callable, say)."""
+    tokenizer = tiny_tokenizer()
+    config, cpu = DemoConfig.quick(), torch.device("cpu")
+    config.critic = "reward_model"
+    r_phi = RecordingRewardModel(HFRewardModel(tiny_reward_model(tokenizer), tokenizer, device="cpu"), None)
+    agent = make_token_ppo(tiny_lm(tokenizer), tokenizer, PROMPTS, r_phi, config, cpu, 0)
+    assert (agent.config.critic, agent.config.gae_lambda, agent.config.vf_coef) == ("reward_model", 0.0, 0.0)
+    plain = lambda prompts, completions: torch.zeros(len(prompts))  # noqa: E731
+    agent = make_token_ppo(tiny_lm(tokenizer), tokenizer, PROMPTS, plain, config, cpu, 0)
+    assert (agent.config.critic, agent.config.gae_lambda) == ("value_head", 0.95)
+    with pytest.raises(ValueError, match="critic must be one of"):
+        DemoConfig(critic="value")
 
 
 def test_collect_labels_adds_only_the_missing_pairs(tmp_path, device):

@@ -37,6 +37,44 @@ def test_batched_scores_equal_one_text_at_a_time(classifier, tokenizer):
     )
 
 
+def test_token_scores_are_the_score_of_every_prefix_in_one_left_padded_pass(classifier, tokenizer):
+    """Column j of ``token_scores`` is the model's own score of the text's first j + 1 tokens, for
+    rows of different lengths left-padded together; an encoder's pooled head cannot do this."""
+    reward_model = HFRewardModel(classifier, tokenizer, device="cpu")
+    assert reward_model.scores_every_token
+    texts = [prompt + completion for prompt, completion in zip(PROMPTS, COMPLETIONS, strict=True)]
+    rows = tokenizer(texts)["input_ids"]
+    width = max(len(row) for row in rows)
+    input_ids = torch.tensor([[0] * (width - len(row)) + row for row in rows])
+    attention_mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in rows])
+    scores = reward_model.token_scores(input_ids, attention_mask)
+    assert scores.shape == (len(rows), width) and scores.dtype == torch.float32
+    with torch.no_grad():
+        for index, row in enumerate(rows):
+            for length in range(1, len(row) + 1):
+                own = classifier(input_ids=torch.tensor([row[:length]])).logits[0, 0]
+                column = width - len(row) + length - 1
+                torch.testing.assert_close(scores[index, column], own, atol=1e-5, rtol=0)
+
+    from transformers import BertConfig, BertForSequenceClassification
+
+    encoder = BertForSequenceClassification(
+        BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            num_labels=1,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    encoder_reward_model = HFRewardModel(encoder, tokenizer, device="cpu")
+    assert not encoder_reward_model.scores_every_token
+    with pytest.raises(ValueError, match="no per-token score head"):
+        encoder_reward_model.token_scores(input_ids, attention_mask)
+
+
 def test_texts_end_with_eos_as_trl_trains_them_when_the_pad_token_is_another(tokenizer):
     """TRL's RewardTrainer appends EOS to every text, so a TRL reward model reads its score there; with
     pad == EOS (GPT-2's convention) an appended EOS would be taken for padding, so none is added."""

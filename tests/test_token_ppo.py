@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tiny_lm import tiny_lm
+from tiny_lm import tiny_lm, tiny_reward_model, tiny_tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from agents import TokenPPO
 from agents.token_policy import PackedTokenObservations, TokenActorCritic
 from rlhf_envs.envs.token import TokenVectorEnv
+from rlhf_envs.lm.reward_model import HFRewardModel
 
 PROMPTS = ["the cat sat", "a good day makes", "love and joy", "in the beginning"]
 #: Token ids that the reward counts: about 10% of the tiny vocabulary.
@@ -27,13 +28,20 @@ def share_reward(tokenizer):
     return reward
 
 
-def make_env(tokenizer, num_envs: int = 32, max_new_tokens: int = 8, stop_at_eos: bool = False, **kwargs):
+def make_env(
+    tokenizer,
+    num_envs: int = 32,
+    max_new_tokens: int = 8,
+    stop_at_eos: bool = False,
+    reward_model=None,
+    **kwargs,
+):
     return TokenVectorEnv(
         num_envs,
         model=tiny_lm(tokenizer),
         tokenizer=tokenizer,
         prompts=PROMPTS,
-        reward_model=share_reward(tokenizer),
+        reward_model=share_reward(tokenizer) if reward_model is None else reward_model,
         max_new_tokens=max_new_tokens,
         stop_at_eos=stop_at_eos,
         device="cpu",
@@ -143,6 +151,74 @@ def test_deferred_and_per_step_reference_scoring_give_ppo_the_same_kl(tokenizer)
     assert per_step.kl_penalty.history[-1].kl > 0.05  # the policy has left the reference
     scores = [[stats.score for stats in agent.kl_penalty.history] for agent in (per_step, deferred)]
     assert scores[0] == scores[1]
+
+
+def reward_model_env(tokenizer, **kwargs) -> TokenVectorEnv:
+    """An env whose reward model is a tiny decoder-only r_φ over the env's own tokenizer."""
+    reward_model = HFRewardModel(tiny_reward_model(tokenizer), tokenizer, device="cpu")
+    return make_env(tokenizer, reward_model=reward_model, **kwargs)
+
+
+def test_reward_model_critic_values_every_window_by_r_phi_and_credits_each_token(tokenizer):
+    """With ``critic="reward_model"`` V(s_t) is r_φ of step t's window (prompt and tokens so far, the
+    model's own score of those ids) in the whitened reward's units, across episodes that end and
+    restart mid-rollout; λ = 0 by default, so each token's advantage is the change of r_φ it made
+    less its KL penalty, and the advantages of a whole episode sum to its whitened score less V of
+    its prompt and its KL penalty. No value loss: the value head is not trained."""
+    env = reward_model_env(tokenizer, num_envs=6, max_new_tokens=5, stop_at_eos=True)
+    agent = TokenPPO(env, device="cpu", seed=3, n_steps=12, batch_size=72, kl_coef=0.2, critic="reward_model")
+    assert agent.config.vf_coef == 0.0 and agent.config.gae_lambda == 0.0
+    head = agent.policy.value_head.weight.detach().clone()
+    agent.learn(12 * 6 * 2, progress_bar=False)
+    torch.testing.assert_close(agent.policy.value_head.weight, head, atol=0, rtol=0)
+
+    buffer, classifier = agent.buffer, env.reward_model.model
+    mean, std = agent.kl_penalty.reward_scale
+    assert std != 1.0  # the rollout's scores were whitened
+    for step in range(12):
+        for column in range(6):
+            window = buffer.obs[step, column]
+            with torch.no_grad():
+                own = classifier(input_ids=window[window >= 0][None]).logits[0, 0]
+            torch.testing.assert_close(buffer.values[step, column], (own - mean) / std, atol=1e-5, rtol=0)
+    dones = buffer.dones.bool()
+    assert dones[:-1].any()  # some episode ended mid-rollout and another started in its column
+    next_values = torch.cat([buffer.values[1:], buffer.values[-1:]])  # the last row is checked below
+    one_step = buffer.rewards[:-1] + next_values[:-1] * ~dones[:-1] - buffer.values[:-1]
+    torch.testing.assert_close(buffer.advantages[:-1], one_step, atol=1e-5, rtol=0)
+    # An episode that starts and ends within the rollout: the advantages telescope.
+    starts = torch.cat([torch.ones(1, 6, dtype=torch.bool), dones[:-1]])
+    step_ends, columns = dones.nonzero(as_tuple=True)
+    checked = 0
+    for end, column in zip(step_ends.tolist(), columns.tolist(), strict=True):
+        start = int(starts[: end + 1, column].nonzero()[-1, 0])
+        if start == 0:
+            continue  # it may have begun in the rollout before
+        span = slice(start, end + 1)
+        expected = buffer.rewards[span, column].sum() - buffer.values[start, column]
+        torch.testing.assert_close(buffer.advantages[span, column].sum(), expected, atol=1e-4, rtol=0)
+        checked += 1
+    assert checked
+
+
+def test_reward_model_critic_learns_and_is_refused_where_it_cannot_read_the_envs_tokens(tokenizer):
+    env = reward_model_env(tokenizer)
+    agent = TokenPPO(
+        env, device="cpu", n_steps=8, batch_size=64, learning_rate=1e-2, kl_coef=0.2, critic="reward_model"
+    )
+    agent.learn(8 * 32 * 16, progress_bar=False)
+    scores = [stats.score for stats in agent.kl_penalty.history]
+    # The tiny r_φ's scores spread over about ±0.05 under π_pt; the policy moves its mean up by more.
+    assert np.mean(scores[-4:]) > np.mean(scores[:2]) + 0.04, np.round(scores, 3)
+
+    with pytest.raises(ValueError, match="does not score every token"):
+        TokenPPO(make_env(tokenizer), device="cpu", critic="reward_model")  # a plain callable
+    other = tiny_tokenizer(vocab_size=280)
+    foreign = HFRewardModel(tiny_reward_model(other), other, device="cpu")
+    with pytest.raises(ValueError, match="different vocabularies"):
+        TokenPPO(make_env(tokenizer, reward_model=foreign), device="cpu", critic="reward_model")
+    with pytest.raises(ValueError, match="critic must be one of"):
+        TokenPPO(make_env(tokenizer), device="cpu", critic="q_head")
 
 
 @pytest.mark.parametrize("shard", [False, True])

@@ -26,7 +26,7 @@ from transformers import (
 from rlhf_envs.device import resolve_device
 from rlhf_envs.lm.assets import EMBEDDED_REWARD_MODEL_DIR
 from rlhf_envs.lm.loading import align_weights, model_location, resolve_tokenizer
-from rlhf_envs.lm.tokens import tokenizer_sides
+from rlhf_envs.lm.tokens import position_ids, tokenizer_sides
 
 TextRewardFn = Callable[[list[str], list[str]], torch.Tensor]
 RewardModelSpec = str | Path | PreTrainedModel | TextRewardFn | None
@@ -142,6 +142,35 @@ class HFRewardModel:
         if not scores:
             return torch.zeros(0, device=self.device)
         return torch.cat(scores)
+
+    @property
+    def scores_every_token(self) -> bool:
+        """Whether :meth:`token_scores` works: the decoder-only ``ForSequenceClassification`` models
+        (GPT-2's, Llama's, ...) apply their ``score`` layer at every position and pool after; the
+        encoders' (BERT's, DeBERTa's) ``classifier`` reads one pooled state."""
+        return isinstance(getattr(self.model, "score", None), torch.nn.Linear)
+
+    @torch.inference_mode()
+    def token_scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The score of the text up to each token, for left-padded ids [B, L] in this model's
+        vocabulary: float32 [B, L] on ``self.device`` (padding columns hold no meaning).
+
+        One forward pass reads the score head at every position, where :meth:`__call__` reads it at
+        the last. Column j is the score of ``prompt + completion`` ending with token j as
+        :meth:`__call__` gives it when the tokenizer pads with EOS (no EOS is appended: GPT-2's and
+        the embedded model's way); otherwise the score read without the EOS. What it is for: r_φ of
+        every prefix of an episode, a critic for token-level credit (``TokenPPO(critic="reward_model")``).
+        """
+        if not self.scores_every_token:
+            raise ValueError(
+                f"{self!r} has no per-token score head: token_scores needs a causal model whose `score` "
+                "layer reads every position (e.g. GPT2ForSequenceClassification)"
+            )
+        input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
+        hidden = self.model.base_model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask)
+        ).last_hidden_state
+        return self.model.score(hidden)[..., 0].float()
 
     def __repr__(self) -> str:
         return f"HFRewardModel({self.model.config.name_or_path or type(self.model).__name__!r})"
