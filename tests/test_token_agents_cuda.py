@@ -10,10 +10,11 @@ from __future__ import annotations
 import pytest
 import torch
 from fake_cuda import is_fake_cuda
-from tiny_lm import length_reward, tiny_lm
+from tiny_lm import length_reward, tiny_lm, tiny_reward_model
 
 from agents import TokenPPO, TokenQLearning
 from rlhf_envs.envs.token import TokenEnv, TokenVectorEnv
+from rlhf_envs.lm.reward_model import HFRewardModel
 
 PROMPTS = ["the cat sat", "a good day", "love and joy", "in the beginning"]
 SMALL_PPO = {"num_envs": 4, "n_steps": 4, "batch_size": 8, "n_epochs": 1}
@@ -21,12 +22,10 @@ SMALL_Q = {"num_envs": 4, "n_steps": 4, "batch_envs": 2, "gradient_steps": 1}
 
 
 def token_env(tokenizer, face=TokenVectorEnv, model=None, **fields):
-    fields = {"max_new_tokens": 4, "device": "auto", **fields}
+    fields = {"max_new_tokens": 4, "device": "auto", "reward_model": length_reward, **fields}
     model = tiny_lm(tokenizer) if model is None else model  # fresh: the harness moves it to "cuda"
     args = (4,) if face is TokenVectorEnv else ()
-    return face(
-        *args, model=model, tokenizer=tokenizer, prompts=PROMPTS, reward_model=length_reward, **fields
-    )
+    return face(*args, model=model, tokenizer=tokenizer, prompts=PROMPTS, **fields)
 
 
 def on_cuda(module: torch.nn.Module) -> bool:
@@ -38,6 +37,15 @@ def test_token_ppo_runs_on_cuda(tokenizer, face, fake_cuda):
     """Finding 1: the agent's ``cuda`` and the model's ``cuda:0`` are one device."""
     agent = TokenPPO(token_env(tokenizer, face), device="auto", **SMALL_PPO).learn(16, progress_bar=False)
     assert agent.num_timesteps == 16 and on_cuda(agent.policy)
+
+
+def test_token_ppo_with_the_reward_model_as_critic_runs_on_cuda(tokenizer, fake_cuda):
+    """r_φ reads every step's window on the device, and its scores become the critic's values there."""
+    reward_model = HFRewardModel(tiny_reward_model(tokenizer), tokenizer, device="auto")
+    env = token_env(tokenizer, reward_model=reward_model)
+    agent = TokenPPO(env, device="auto", critic="reward_model", **SMALL_PPO).learn(16, progress_bar=False)
+    assert agent.num_timesteps == 16 and on_cuda(agent.policy) and on_cuda(reward_model.model)
+    assert is_fake_cuda(agent.buffer.values) and is_fake_cuda(agent.buffer.advantages)
 
 
 def test_token_q_learning_runs_on_cuda(tokenizer, fake_cuda):
