@@ -22,6 +22,7 @@ import contextlib
 import copy
 import dataclasses
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,7 @@ __all__ = [
     "PackedTokenObservations",
     "column_segments",
     "packed_model_inputs",
+    "per_length_bucket",
     "TokenActorCritic",
     "is_token_env",
     "pack_observation",
@@ -213,6 +215,32 @@ def column_segments(
     # Step t of a segment ending at e reads position width − 2 − (e − t) of its sequence.
     position = width - 2 - (end_step[segment] - steps)
     return sequences, segment, position
+
+
+def per_length_bucket(
+    forward: Callable[[torch.Tensor], torch.Tensor], sequences: torch.Tensor
+) -> torch.Tensor:
+    """``forward`` (packed [n, w] -> [n, w, ...]) of packed left-padded ``sequences`` [S, W]: on the CPU
+    one call per :func:`~rlhf_envs.envs.token.length_buckets` group over its longest sequence (the
+    lengths come to the host), its output zero over the columns left of it; elsewhere one call over
+    the whole windows (no host sync)."""
+    from rlhf_envs.envs.token import length_buckets  # with transformers, once an LM is used
+
+    if sequences.device.type != "cpu":
+        return forward(sequences)
+    lengths = (sequences >= 0).sum(-1).numpy()
+    groups = length_buckets(lengths, sequences.device)
+    parts = []
+    for rows in groups:
+        width = int(lengths[rows].max())
+        group = sequences if len(groups) == 1 else sequences[torch.as_tensor(rows, device=sequences.device)]
+        output = forward(group[:, -width:])
+        # Left-pad the sequence dimension (1) back to W, whatever the trailing dimensions.
+        parts.append(nn.functional.pad(output, (0, 0) * (output.dim() - 2) + (sequences.shape[1] - width, 0)))
+    if len(groups) == 1:
+        return parts[0]
+    order = torch.as_tensor(np.concatenate(groups), device=sequences.device)
+    return torch.cat(parts)[order.argsort()]
 
 
 class TokenActorCritic(nn.Module):
@@ -521,28 +549,11 @@ class TokenActorCritic(nn.Module):
         return logprobs.gather(-1, action[..., None])[..., 0], entropy, values
 
     def _segment_hidden(self, sequences: torch.Tensor) -> torch.Tensor:
-        """The last hidden states [S, W, H] of packed left-padded ``sequences`` [S, W]: on the CPU one
-        forward pass per :func:`~rlhf_envs.envs.token.length_buckets` group over its longest sequence
-        (the lengths come to the host), padding columns zero; elsewhere one pass over the whole windows
-        (no host sync)."""
-        from rlhf_envs.envs.token import length_buckets  # with transformers, once an LM policy exists
-
-        if sequences.device.type != "cpu":
-            return self._backbone(**packed_model_inputs(sequences)).last_hidden_state
-        lengths = (sequences >= 0).sum(-1).numpy()
-        groups = length_buckets(lengths, sequences.device)
-        parts = []
-        for rows in groups:
-            width = int(lengths[rows].max())
-            group = (
-                sequences if len(groups) == 1 else sequences[torch.as_tensor(rows, device=sequences.device)]
-            )
-            hidden = self._backbone(**packed_model_inputs(group[:, -width:])).last_hidden_state
-            parts.append(nn.functional.pad(hidden, (0, 0, sequences.shape[1] - width, 0)))
-        if len(groups) == 1:
-            return parts[0]
-        order = torch.as_tensor(np.concatenate(groups), device=sequences.device)
-        return torch.cat(parts)[order.argsort()]
+        """The last hidden states [S, W, H] of packed left-padded ``sequences`` [S, W] (see
+        :func:`per_length_bucket`), padding columns zero."""
+        return per_length_bucket(
+            lambda packed: self._backbone(**packed_model_inputs(packed)).last_hidden_state, sequences
+        )
 
     # -- saving ---------------------------------------------------------------------------------------
     def save_pretrained(self, path: str | Path) -> None:

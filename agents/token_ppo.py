@@ -25,6 +25,7 @@ from agents.token_policy import (
     TokenActorCritic,
     column_segments,
     packed_model_inputs,
+    per_length_bucket,
     token_vector_env,
 )
 
@@ -217,9 +218,13 @@ class TokenPPO(PPO):
         # for all steps in one pass over each episode segment of the rollout.
         buffer = self.buffer
         sequences, segment, position = column_segments(buffer.obs, buffer.actions, buffer.dones)
-        inputs = packed_model_inputs(sequences)
-        scores = self.env.unwrapped.reward_model.token_scores(inputs["input_ids"], inputs["attention_mask"])
-        scores = scores.to(self.device)
+        reward_model = self.env.unwrapped.reward_model
+
+        def token_scores(packed: torch.Tensor) -> torch.Tensor:
+            inputs = packed_model_inputs(packed)
+            return reward_model.token_scores(inputs["input_ids"], inputs["attention_mask"]).to(self.device)
+
+        scores = per_length_bucket(token_scores, sequences)
         mean, std = (0.0, 1.0) if self.kl_penalty is None else self.kl_penalty.reward_scale
         values = (scores - mean) / std
         buffer.values = values[segment, position]

@@ -9,7 +9,7 @@ from tiny_lm import tiny_lm, tiny_reward_model, tiny_tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from agents import TokenPPO
-from agents.token_policy import PackedTokenObservations, TokenActorCritic
+from agents.token_policy import PackedTokenObservations, TokenActorCritic, per_length_bucket
 from rlhf_envs.envs.token import TokenVectorEnv
 from rlhf_envs.lm.reward_model import HFRewardModel
 
@@ -157,6 +157,31 @@ def reward_model_env(tokenizer, **kwargs) -> TokenVectorEnv:
     """An env whose reward model is a tiny decoder-only r_φ over the env's own tokenizer."""
     reward_model = HFRewardModel(tiny_reward_model(tokenizer), tokenizer, device="cpu")
     return make_env(tokenizer, reward_model=reward_model, **kwargs)
+
+
+@pytest.mark.parametrize("trailing", [(), (3,)])
+def test_per_length_bucket_runs_each_length_group_over_its_own_width_in_the_rows_order(trailing):
+    """On the CPU a batch of long and short left-padded windows runs as one pass per length group, each
+    over its longest window: the real tokens' outputs are those of one pass over the whole batch, in
+    the batch's row order, and the columns left of a group's width are zero, for [n, w] and
+    [n, w, ...] outputs."""
+    lengths = [40, 2, 40, 3, 40, 2, 40, 40]
+    sequences = torch.full((len(lengths), 40), -1)
+    for row, length in enumerate(lengths):
+        sequences[row, 40 - length :] = torch.arange(length) + 100 * row
+    widths = []
+
+    def forward(packed: torch.Tensor) -> torch.Tensor:
+        widths.append(packed.shape[1])
+        return packed.float().reshape(*packed.shape, *(1,) * len(trailing)).expand(*packed.shape, *trailing)
+
+    output = per_length_bucket(forward, sequences)
+    assert sorted(widths) == [3, 40]
+    whole = forward(sequences)
+    real = sequences >= 0
+    torch.testing.assert_close(output[real], whole[real], atol=0, rtol=0)
+    short = torch.tensor(lengths) < 40
+    assert (output[short][:, :-3] == 0).all()
 
 
 def test_reward_model_critic_values_every_window_by_r_phi_and_credits_each_token(tokenizer):
