@@ -54,19 +54,29 @@ def main() -> None:
     reference, tokenizer = load_causal_lm(args.model, device=device)
     _, prompts = split_prompts(load_prompts(EVALUATIVE_PROMPTS_FILE), DemoConfig.eval_prompts, args.seed)
     reward_model = HFRewardModel(args.reward_model, device=device)
-    oracle = VaderSentiment()
+    scored: list[torch.Tensor] = []  # r_φ of every continuation, as evaluate_samples scores them
+
+    def recording_reward_model(prompts: list[str], completions: list[str]) -> torch.Tensor:
+        scored.append(reward_model(prompts, completions))
+        return scored[-1]
+
     report = evaluate_samples(
-        reference, reference, tokenizer, prompts, None, reward_model, args.new_tokens, args.seed, args.samples
+        reference,
+        reference,
+        tokenizer,
+        prompts,
+        None,
+        recording_reward_model,
+        args.new_tokens,
+        args.seed,
+        args.samples,
     )
-    every_prompt, completions = list(prompts) * args.samples, report.completions
     shape = (args.samples, len(prompts))
-    oracle_scores = np.array([oracle(p, c) for p, c in zip(every_prompt, completions, strict=True)])
+    rewards = scored[0].cpu().numpy().reshape(shape)
+    oracle = VaderSentiment()
+    every_prompt = list(prompts) * args.samples
+    oracle_scores = np.array([oracle(p, c) for p, c in zip(every_prompt, report.completions, strict=True)])
     oracle_scores = oracle_scores.reshape(shape)
-    chunks = range(0, len(completions), 512)
-    rewards = torch.cat(
-        [reward_model(every_prompt[i : i + 512], completions[i : i + 512]).cpu() for i in chunks]
-    )
-    rewards = rewards.numpy().reshape(shape)
     base = float(oracle_scores.mean())
     print(f"π_pt: oracle {base:+.3f} over {oracle_scores.size} continuations ({len(prompts)} prompts)")
 
