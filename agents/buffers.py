@@ -115,11 +115,19 @@ class ColumnRolloutBuffer(RolloutBuffer):
     window; it needs the steps of each episode together and in order.
     """
 
+    #: Actions not taken, scored by a critic that can ([T, N, k] tensors under the keys ``actions``,
+    #: ``logprobs`` (log π_old) and ``advantages``), or None. Set after :meth:`compute_advantages`; the
+    #: minibatches' fields of those names are then [T, m, 1 + k], the action taken first.
+    alternatives: dict[str, torch.Tensor] | None = None
+
     def minibatches(self, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
         """One epoch in minibatches of ``m`` random env columns, ``m * num_steps`` ≈ ``batch_size``."""
+        fields = {name: getattr(self, name) for name in self.FIELDS}
+        for name, others in (self.alternatives or {}).items():
+            fields[name] = torch.cat([fields[name][..., None], others], dim=-1)
         envs_per_batch = max(1, batch_size // self.num_steps)
         for columns in torch.randperm(self.num_envs, device=self.obs.device).split(envs_per_batch):
-            yield {name: getattr(self, name)[:, columns] for name in self.FIELDS}
+            yield {name: tensor[:, columns] for name, tensor in fields.items()}
 
 
 class ReplayBuffer:

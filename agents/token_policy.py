@@ -343,17 +343,25 @@ class TokenActorCritic(nn.Module):
         self._shard = (rows, total_rows, torch.Generator(device).manual_seed(seed))
 
     def _sample(self, logprobs: torch.Tensor) -> torch.Tensor:
-        """One token per row of ``logprobs`` [B, V], by inverse transform sampling: the first token
-        whose cumulative probability exceeds a uniform number. One uniform number a row instead of
-        V exponential ones (``torch.multinomial``'s way, ten times slower on a CPU)."""
+        """One token per row of ``logprobs`` [B, V]: :meth:`sample_tokens` with n = 1."""
+        return self.sample_tokens(logprobs, 1)[:, 0]
+
+    def sample_tokens(self, logprobs: torch.Tensor, n: int) -> torch.Tensor:
+        """``n`` tokens [..., n] drawn independently from each distribution of ``logprobs`` [..., B, V]
+        (B the env rows), by inverse transform sampling: the first token whose cumulative probability
+        exceeds a uniform number. One uniform number a token instead of V exponential ones
+        (``torch.multinomial``'s way, ten times slower on a CPU). As a data-parallel shard the numbers
+        are drawn for all rows and this shard's kept (see :meth:`sample_as_shard`)."""
+        batch_shape = logprobs.shape[:-1]
         if self._shard is None:
-            uniform = torch.rand(len(logprobs), device=logprobs.device)
+            uniform = torch.rand(*batch_shape, n, device=logprobs.device)
         else:
             rows, total_rows, generator = self._shard
-            uniform = torch.rand(total_rows, device=logprobs.device, generator=generator)[rows]
+            shape = (*batch_shape[:-1], total_rows, n)
+            uniform = torch.rand(shape, device=logprobs.device, generator=generator)[..., rows, :]
         cumulative = logprobs.exp().cumsum(-1)
         # Scaled to the last cumulative sum, which rounding leaves a little off 1.
-        token = torch.searchsorted(cumulative, (uniform * cumulative[:, -1])[:, None], right=True)[:, 0]
+        token = torch.searchsorted(cumulative, uniform * cumulative[..., -1:], right=True)
         return token.clamp(max=logprobs.shape[-1] - 1)
 
     # -- forward pieces -------------------------------------------------------------------------------
@@ -533,20 +541,36 @@ class TokenActorCritic(nn.Module):
 
         Args:
             obs: packed windows [T, m, L] of T consecutive steps of m envs.
-            action: the tokens taken, [T, m].
+            action: the tokens taken, [T, m]; or [T, m, n], the token taken first and n − 1 others
+                whose log π is wanted too (log π is then [T, m, n]).
             dones: [T, m], true where an episode ended at that step (the next step starts another).
 
         One forward pass over each segment of a column (:func:`column_segments`) scores all its steps.
         """
-        # Parameters are about to change: keys and values cached for sampling would go stale.
-        self._cache = None
-        sequences, segment, position = column_segments(obs, action, dones)
-        hidden = self._segment_hidden(sequences)[segment, position]  # [T, m, H]
+        hidden = self._step_hidden(obs, action, dones)
         # One log-softmax serves both (a Categorical would normalize the logits again for the entropy).
         logprobs = self._logits(hidden).log_softmax(-1)
         entropy = -(logprobs.exp() * logprobs).sum(-1)
         values = self.value_head(hidden.float()).squeeze(-1)
-        return logprobs.gather(-1, action[..., None])[..., 0], entropy, values
+        if action.dim() == dones.dim():
+            return logprobs.gather(-1, action[..., None])[..., 0], entropy, values
+        return logprobs.gather(-1, action), entropy, values
+
+    @torch.no_grad()
+    def next_token_logprobs(
+        self, obs: torch.Tensor, action: torch.Tensor, dones: torch.Tensor
+    ) -> torch.Tensor:
+        """log π(· | obs) [T, m, V] over the vocabulary at every step of whole env columns (arguments as
+        :meth:`evaluate`'s, ``action`` [T, m])."""
+        return self._logits(self._step_hidden(obs, action, dones)).log_softmax(-1)
+
+    def _step_hidden(self, obs: torch.Tensor, action: torch.Tensor, dones: torch.Tensor) -> torch.Tensor:
+        """The last hidden state [T, m, H] of every step's window, one pass per column segment."""
+        # Parameters are about to change: keys and values cached for sampling would go stale.
+        self._cache = None
+        taken = action if action.dim() == dones.dim() else action[..., 0]
+        sequences, segment, position = column_segments(obs, taken, dones)
+        return self._segment_hidden(sequences)[segment, position]
 
     def _segment_hidden(self, sequences: torch.Tensor) -> torch.Tensor:
         """The last hidden states [S, W, H] of packed left-padded ``sequences`` [S, W] (see

@@ -23,6 +23,7 @@ from agents.ppo import PPO, PPOConfig
 from agents.token_policy import (
     PackedTokenObservations,
     TokenActorCritic,
+    autocast,
     column_segments,
     packed_model_inputs,
     per_length_bucket,
@@ -59,6 +60,15 @@ class TokenPPOConfig(PPOConfig):
             ``gae_lambda`` 0 (its default too) each token's advantage is the change of r_φ it made,
             r_φ(s_{t+1}) − r_φ(s_t), less its KL penalty: credit per token instead of one score
             shared by the episode's tokens.
+        extra_actions: k > 0 (with the ``"reward_model"`` critic and λ = 0): at every state of a
+            rollout k more tokens are drawn from π_old, each credited like the token taken, with
+            r̂_φ(s + a) − β (log π_old − log π_pt)(a | s) − r̂_φ(s) (r̂_φ: r_φ in the whitened reward's
+            units; an EOS leaves the text, so r̂_φ(s)), and the PPO loss averages over the k + 1
+            tokens of each state. The critic is a function of the text, so a token not taken is
+            scored without stepping the env (the "vine" of Schulman et al. 2015, one step deep): k + 1
+            samples per state instead of one, read in one more pass of r_φ and of π_pt over the
+            rollout (:meth:`HFRewardModel.next_token_scores
+            <rlhf_envs.lm.reward_model.HFRewardModel.next_token_scores>`).
     """
 
     kl_estimator: str = "k1"
@@ -67,11 +77,22 @@ class TokenPPOConfig(PPOConfig):
     lora_target_modules: tuple[str, ...] | None = None
     bf16: bool = False
     critic: str = "value_head"
+    extra_actions: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.critic not in CRITICS:
             raise ValueError(f"critic must be one of {list(CRITICS)}, got {self.critic!r}")
+        if self.extra_actions < 0:
+            raise ValueError(f"extra_actions must be >= 0, got {self.extra_actions}")
+        if self.extra_actions and (self.critic != "reward_model" or self.gae_lambda != 0):
+            raise ValueError(
+                "extra_actions needs critic='reward_model' with gae_lambda=0 (one-step advantages, which "
+                f"r_φ gives for tokens not taken); got critic={self.critic!r}, gae_lambda={self.gae_lambda}"
+            )
+        if self.extra_actions and self.kl_coef is None:
+            # Tokens not taken are charged the agent's own KL penalty; an env's reaches only the taken one.
+            raise ValueError("extra_actions needs the agent's KL penalty (kl_coef not None)")
         if self.lora_rank is not None and self.lora_rank < 1:
             raise ValueError(f"lora_rank must be >= 1 (or None for a full copy), got {self.lora_rank}")
         if self.kl_estimator not in KL_ESTIMATORS:
@@ -219,17 +240,64 @@ class TokenPPO(PPO):
         buffer = self.buffer
         sequences, segment, position = column_segments(buffer.obs, buffer.actions, buffer.dones)
         reward_model = self.env.unwrapped.reward_model
-
-        def token_scores(packed: torch.Tensor) -> torch.Tensor:
-            inputs = packed_model_inputs(packed)
-            return reward_model.token_scores(inputs["input_ids"], inputs["attention_mask"]).to(self.device)
-
-        scores = per_length_bucket(token_scores, sequences)
         mean, std = (0.0, 1.0) if self.kl_penalty is None else self.kl_penalty.reward_scale
+        alternatives = None
+        if self.config.extra_actions:
+            logprobs = self.policy.next_token_logprobs(buffer.obs, buffer.actions, buffer.dones)
+            tokens = self.policy.sample_tokens(logprobs, self.config.extra_actions)  # [T, N, k]
+            inputs = packed_model_inputs(sequences)
+            scores, token_scores = reward_model.next_token_scores(
+                inputs["input_ids"],
+                inputs["attention_mask"],
+                segment.flatten(),
+                position.flatten(),
+                tokens.flatten(0, 1),
+            )
+            scores = scores.to(self.device)
+            alternatives = {"actions": tokens, "logprobs": logprobs.gather(-1, tokens)}
+            next_values = (token_scores.to(self.device).view(tokens.shape) - mean) / std
+        else:
+            scores = per_length_bucket(self._reward_model_token_scores, sequences)
         values = (scores - mean) / std
         buffer.values = values[segment, position]
         last_value = values[segment[-1], position[-1] + 1]
         buffer.compute_advantages(last_value, self.gamma, self.config.gae_lambda)
+        if alternatives is not None:
+            alternatives["advantages"] = self._alternative_advantages(
+                sequences, segment, position, alternatives, next_values
+            )
+        buffer.alternatives = alternatives
+
+    def _reward_model_token_scores(self, packed: torch.Tensor) -> torch.Tensor:
+        inputs = packed_model_inputs(packed)
+        scores = self.env.unwrapped.reward_model.token_scores(inputs["input_ids"], inputs["attention_mask"])
+        return scores.to(self.device)
+
+    def _alternative_advantages(
+        self,
+        sequences: torch.Tensor,
+        segment: torch.Tensor,
+        position: torch.Tensor,
+        alternatives: dict[str, torch.Tensor],
+        next_values: torch.Tensor,
+    ) -> torch.Tensor:
+        """One-step advantages [T, N, k] of the tokens not taken: r̂_φ(s + a) − β KL(a | s) − r̂_φ(s)."""
+        token_env = self.env.unwrapped
+        tokens, values = alternatives["actions"], self.buffer.values[..., None]
+        # An EOS ends the episode on the text as it is: the env scores it without the EOS.
+        next_values = torch.where(tokens == token_env.tokenizer.eos_token_id, values, next_values)
+        reference = token_env.reference_model
+
+        def reference_hidden(packed: torch.Tensor) -> torch.Tensor:
+            return reference.base_model(**packed_model_inputs(packed)).last_hidden_state
+
+        with torch.no_grad(), autocast(self.device, self._autocast_dtype()):
+            hidden = per_length_bucket(reference_hidden, sequences)[segment, position]
+            logits = reference.get_output_embeddings()(hidden).float()
+        ref_logprobs = logits.log_softmax(-1).gather(-1, tokens)
+        kl = KL_ESTIMATORS[self.kl_penalty.estimator](alternatives["logprobs"] - ref_logprobs)
+        # The β that shaped this rollout's rewards (the controller has moved on since).
+        return next_values - self.kl_penalty.history[-1].kl_coef * kl - values
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """The fine-tuned LM as a Hugging Face model folder, with its tokenizer and value head."""

@@ -290,6 +290,9 @@ def main() -> None:
     parser.add_argument("--entropy-coef", type=float, default=0.0, help="our PPO's entropy bonus")
     # The critic measured so far; the demo's reward-model critic (DemoConfig.critic) is its own choice.
     parser.add_argument("--critic", default="value_head", choices=CRITICS, help="our PPO's V(s)")
+    parser.add_argument(
+        "--extra-actions", type=int, default=0, help="with the r_φ critic: tokens more per state in our loss"
+    )
     parser.add_argument("--eval-prompts", type=int, default=64, help="prompts held out for evaluation")
     parser.add_argument("--samples", type=int, default=4, help="continuations per held-out prompt")
     parser.add_argument("--work", type=Path, default=Path("runs/rlhf_text"), help="labels, r_φ, runs.jsonl")
@@ -311,6 +314,7 @@ def main() -> None:
         ppo_batch_size=args.ppo_batch_size,
         entropy_coef=args.entropy_coef,
         critic=args.critic,
+        extra_actions=args.extra_actions,
         eval_prompts=args.eval_prompts,
     )
     args.work.mkdir(parents=True, exist_ok=True)
@@ -342,6 +346,8 @@ def main() -> None:
             ppo += f"|ent{args.entropy_coef:g}"
         if method == "ours" and args.critic != "value_head":
             ppo += f"|critic:{args.critic}"
+        if method == "ours" and args.extra_actions:
+            ppo += f"|extra{args.extra_actions}"
         return f"{budget}|{method}|lr{learning_rate:g}|beta{beta:g}{ppo}"
 
     def measured(method: str, learning_rate: float, beta: float) -> dict:

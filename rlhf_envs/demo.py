@@ -50,7 +50,7 @@ from rich.table import Table
 from tqdm.auto import tqdm
 
 from agents.token_ppo import CRITICS, TokenPPO
-from rlhf_envs.cli import positive_float, positive_int
+from rlhf_envs.cli import nonnegative_int, positive_float, positive_int
 from rlhf_envs.device import resolve_device
 from rlhf_envs.label import LabelSession, WebLabeler
 from rlhf_envs.lm.assets import EMBEDDED_REWARD_MODEL_DIR, EVALUATIVE_PROMPTS_FILE, load_prompts
@@ -779,6 +779,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"(default {defaults.critic})",
     )
     parser.add_argument(
+        "--extra-actions",
+        type=nonnegative_int,
+        default=None,
+        help="with --critic reward_model: tokens more per visited state, sampled from the policy and "
+        "credited by r_φ, in the PPO loss beside the token taken "
+        f"(default {defaults.extra_actions} with the {defaults.critic} critic, else 0)",
+    )
+    parser.add_argument(
         "--no-ties",
         action="store_true",
         help="the synthetic labeler always picks one continuation (a coin flip between two without "
@@ -811,7 +819,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> DemoConfig:
     """The budget the command line asks for: the defaults (or ``quick()``) with the flags' changes."""
     config = DemoConfig.quick() if args.quick else DemoConfig()
+    if args.critic != config.critic:  # the default extra actions are the default critic's
+        config.extra_actions = 0
     config.kl_coef, config.kl_target, config.critic = args.kl_coef, args.kl_target, args.critic
+    if args.extra_actions is not None:
+        config.extra_actions = args.extra_actions
     if args.no_ties:
         config.labeler_tie_below = None
     if args.rm_from_lm:

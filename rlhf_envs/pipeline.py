@@ -118,6 +118,9 @@ class DemoConfig:
     # reaches its KL equilibrium in ~25 iterations and ~10% more gain per √nat on validation, but
     # lands its KL less predictably than the rule for these defaults allowed (see the README).
     critic: str = "value_head"
+    # Tokens more per visited state, sampled from π_old and credited by the r_φ critic
+    # (TokenPPOConfig.extra_actions); 0 with the value head, which can score only the token taken.
+    extra_actions: int = 0
     eval_prompts: int = 64
     # Continuations per held-out prompt: a mean of 64 oracle scores has a standard error of ~0.05,
     # of 4 × 64 ~0.025.
@@ -159,6 +162,11 @@ class DemoConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.critic not in CRITICS:
             raise ValueError(f"critic must be one of {list(CRITICS)}, got {self.critic!r}")
+        if self.extra_actions < 0 or (self.extra_actions and self.critic != "reward_model"):
+            raise ValueError(
+                f"extra_actions must be >= 0, and 0 unless the critic is the reward model; got "
+                f"{self.extra_actions} with critic {self.critic!r}"
+            )
 
     def synthetic_labeler(self, oracle: Callable[[str, str], float], seed: int) -> SyntheticTextLabeler:
         """The Boltzmann-rational labeler of this budget (rationality, ties) with ``oracle``'s score."""
@@ -341,12 +349,13 @@ def make_token_ppo(
     """PPO + KL on a ``TokenVectorEnv`` of ``config.batch`` episodes, one rollout per episode length;
     ``agent.learn(config.iterations * config.batch * config.new_tokens)`` trains it. ``truncation``:
     the env's, for prompts longer than the model's context leaves (``"error"``, ``"left"``, ``"right"``).
-    The critic is ``config.critic``, but a value head when it asks for the reward model and
-    ``reward_model`` cannot score every token of the LM's ids (a user's encoder reward model)."""
+    The critic is ``config.critic``, but a value head (without extra actions) when it asks for the
+    reward model and ``reward_model`` cannot score every token of the LM's ids (a user's encoder reward
+    model)."""
     env = demo_token_env(reference, tokenizer, prompts, reward_model, config, device, truncation=truncation)
-    critic = config.critic
+    critic, extra_actions = config.critic, config.extra_actions
     if critic == "reward_model" and reward_model_critic_problem(reward_model, tokenizer) is not None:
-        critic = "value_head"
+        critic, extra_actions = "value_head", 0
     return TokenPPO(
         env,
         device=device,
@@ -360,6 +369,7 @@ def make_token_ppo(
         kl_target=config.kl_target,
         kl_horizon=config.kl_horizon,
         critic=critic,
+        extra_actions=extra_actions,
     )
 
 

@@ -15,6 +15,7 @@ import torch
 from tiny_lm import tiny_lm, tiny_reward_model, tiny_tokenizer
 from transformers import AutoModelForCausalLM
 
+from agents.token_ppo import CRITICS
 from rlhf_envs.cli import main
 from rlhf_envs.demo import (
     RecordingRewardModel,
@@ -137,6 +138,14 @@ def test_command_line_budget_ties_unless_told_not_to():
     assert not config_from_args(parser.parse_args(["--rm-from-lm"])).pretrained_reward_model
     steered = config_from_args(parser.parse_args(["--kl-coef", "0.1", "--kl-target", "5"]))
     assert (steered.kl_coef, steered.kl_target) == (0.1, 5.0) and DemoConfig().kl_target is None
+    # Extra actions go with the r_φ critic: the other critic drops the default's, unless told.
+    other = next(critic for critic in CRITICS if critic != DemoConfig().critic)
+    switched = config_from_args(parser.parse_args(["--critic", other]))
+    assert switched.critic == other and switched.extra_actions == 0
+    branched = config_from_args(parser.parse_args(["--critic", "reward_model", "--extra-actions", "4"]))
+    assert (branched.critic, branched.extra_actions) == ("reward_model", 4)
+    with pytest.raises(ValueError, match="0 unless the critic is the reward model"):
+        config_from_args(parser.parse_args(["--critic", "value_head", "--extra-actions", "4"]))
 
 
 def test_r_phi_starts_from_the_embedded_reward_model_only_for_the_embedded_sentiment_task():
@@ -186,9 +195,16 @@ def test_make_token_ppo_takes_r_phi_as_the_critic_where_it_reads_the_lms_tokens(
     r_phi = RecordingRewardModel(HFRewardModel(tiny_reward_model(tokenizer), tokenizer, device="cpu"), None)
     agent = make_token_ppo(tiny_lm(tokenizer), tokenizer, PROMPTS, r_phi, config, cpu, 0)
     assert (agent.config.critic, agent.config.gae_lambda, agent.config.vf_coef) == ("reward_model", 0.0, 0.0)
+    config.extra_actions = 3
+    agent = make_token_ppo(tiny_lm(tokenizer), tokenizer, PROMPTS, r_phi, config, cpu, 0)
+    assert (agent.config.critic, agent.config.extra_actions) == ("reward_model", 3)
     plain = lambda prompts, completions: torch.zeros(len(prompts))  # noqa: E731
     agent = make_token_ppo(tiny_lm(tokenizer), tokenizer, PROMPTS, plain, config, cpu, 0)
-    assert (agent.config.critic, agent.config.gae_lambda) == ("value_head", 0.95)
+    assert (agent.config.critic, agent.config.gae_lambda, agent.config.extra_actions) == (
+        "value_head",
+        0.95,
+        0,
+    )
     with pytest.raises(ValueError, match="critic must be one of"):
         DemoConfig(critic="value")
 

@@ -75,6 +75,38 @@ def test_token_scores_are_the_score_of_every_prefix_in_one_left_padded_pass(clas
         encoder_reward_model.token_scores(input_ids, attention_mask)
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_next_token_scores_score_each_prefix_followed_by_each_candidate_in_one_pass(tokenizer, attention):
+    """``next_token_scores`` gives ``token_scores`` of the rows and, for each listed (row, column), the
+    model's own score of the row's text up to that column followed by each candidate token: rows of
+    different lengths, several prefixes of one row, a row with none, both attention kinds."""
+    classifier = tiny_reward_model(tokenizer)
+    classifier.set_attn_implementation(attention)
+    reward_model = HFRewardModel(classifier, tokenizer, device="cpu")
+    texts = [prompt + completion for prompt, completion in zip(PROMPTS, COMPLETIONS, strict=True)]
+    rows = tokenizer(texts)["input_ids"]
+    width = max(len(row) for row in rows)
+    input_ids = torch.tensor([[0] * (width - len(row)) + row for row in rows])
+    attention_mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in rows])
+    # Row 1 is left without queries; row 3 has three, listed out of order.
+    query_rows = torch.tensor([3, 0, 3, 2, 4, 3])
+    query_columns = torch.tensor([width - 1, width - 2, width - 5, width - 1, width - 1, width - 3])
+    candidates = torch.randint(1, len(tokenizer), (6, 3), generator=torch.Generator().manual_seed(0))
+    scores, candidate_scores = reward_model.next_token_scores(
+        input_ids, attention_mask, query_rows, query_columns, candidates
+    )
+    torch.testing.assert_close(
+        scores * attention_mask, reward_model.token_scores(input_ids, attention_mask) * attention_mask
+    )
+    assert candidate_scores.shape == (6, 3) and candidate_scores.dtype == torch.float32
+    with torch.no_grad():
+        for query, (row, column) in enumerate(zip(query_rows.tolist(), query_columns.tolist(), strict=True)):
+            prefix = input_ids[row, : column + 1][attention_mask[row, : column + 1].bool()]
+            for j, token in enumerate(candidates[query].tolist()):
+                own = classifier(input_ids=torch.cat([prefix, torch.tensor([token])])[None]).logits[0, 0]
+                torch.testing.assert_close(candidate_scores[query, j], own, atol=1e-5, rtol=0)
+
+
 def test_texts_end_with_eos_as_trl_trains_them_when_the_pad_token_is_another(tokenizer):
     """TRL's RewardTrainer appends EOS to every text, so a TRL reward model reads its score there; with
     pad == EOS (GPT-2's convention) an appended EOS would be taken for padding, so none is added."""

@@ -246,6 +246,90 @@ def test_reward_model_critic_learns_and_is_refused_where_it_cannot_read_the_envs
         TokenPPO(make_env(tokenizer), device="cpu", critic="q_head")
 
 
+def test_extra_actions_are_credited_by_r_phi_of_the_text_with_them_and_enter_the_loss(tokenizer):
+    """``extra_actions=k``: at every state of the rollout k more tokens drawn from π_old, each with the
+    advantage r̂_φ(window + token) − β (log π_old − log π_pt)(token) − r̂_φ(window) (r̂_φ whitened as the
+    rewards; an EOS leaves the text, so r̂_φ(window)), across episodes that end and restart; the PPO loss
+    reads log π of the k + 1 tokens of each step. Learning rate 0 keeps π_θ = π_old for the check."""
+    env = reward_model_env(tokenizer, num_envs=6, max_new_tokens=5, stop_at_eos=True)
+    agent = TokenPPO(
+        env,
+        device="cpu",
+        seed=3,
+        n_steps=12,
+        batch_size=72,
+        kl_coef=0.2,
+        learning_rate=0.0,
+        critic="reward_model",
+        extra_actions=16,  # enough draws that an EOS is among them
+    )
+    evaluated = []
+    evaluate = agent.policy.evaluate
+    agent.policy.evaluate = lambda obs, action, dones: (
+        evaluated.append(action.shape) or evaluate(obs, action, dones)
+    )
+    agent.learn(12 * 6, progress_bar=False)
+    assert evaluated and set(evaluated) == {(12, 6, 17)}
+
+    buffer, classifier, reference = agent.buffer, env.reward_model.model, env.reference_model
+    tokens, logprobs, advantages = (buffer.alternatives[key] for key in ("actions", "logprobs", "advantages"))
+    assert tokens.shape == logprobs.shape == advantages.shape == (12, 6, 16)
+    assert buffer.dones[:-1].any()  # some episode ended mid-rollout and another started in its column
+    mean, std = agent.kl_penalty.reward_scale
+    beta = agent.kl_penalty.history[-1].kl_coef
+    policy = agent.policy.language_model
+    eos_seen = 0
+    with torch.no_grad():
+        for step in range(12):
+            for column in range(6):
+                window = buffer.obs[step, column]
+                window = window[window >= 0]
+                own = torch.log_softmax(policy(input_ids=window[None]).logits[0, -1], -1)
+                ref = torch.log_softmax(reference(input_ids=window[None]).logits[0, -1], -1)
+                for j, token in enumerate(tokens[step, column].tolist()):
+                    if token == tokenizer.eos_token_id:
+                        next_value = buffer.values[step, column]
+                        eos_seen += 1
+                    else:
+                        text = torch.cat([window, torch.tensor([token])])[None]
+                        next_value = (classifier(input_ids=text).logits[0, 0] - mean) / std
+                    torch.testing.assert_close(logprobs[step, column, j], own[token], atol=1e-5, rtol=0)
+                    expected = next_value - beta * (own[token] - ref[token]) - buffer.values[step, column]
+                    torch.testing.assert_close(advantages[step, column, j], expected, atol=1e-4, rtol=0)
+
+    assert eos_seen  # an EOS among the tokens not taken, valued at the text without it
+    for options, match in [
+        ({"critic": "value_head"}, "extra_actions needs critic='reward_model'"),
+        ({"critic": "reward_model", "gae_lambda": 0.95}, "gae_lambda=0"),
+        ({"critic": "reward_model", "extra_actions": -1}, "extra_actions must be >= 0"),
+        ({"critic": "reward_model", "kl_coef": None, "kl_target": None}, "needs the agent's KL penalty"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            TokenPPO(reward_model_env(tokenizer), device="cpu", **{"extra_actions": 2, **options})
+
+
+def test_extra_actions_learn_and_the_same_seed_gives_the_same_run(tokenizer):
+    def run(seed: int) -> list[float]:
+        agent = TokenPPO(
+            reward_model_env(tokenizer),
+            device="cpu",
+            seed=seed,
+            n_steps=8,
+            batch_size=64,
+            learning_rate=3e-3,
+            kl_coef=0.2,
+            critic="reward_model",
+            extra_actions=4,
+        )
+        agent.learn(8 * 32 * 12, progress_bar=False)
+        return [stats.score for stats in agent.kl_penalty.history]
+
+    scores = run(0)
+    # r_φ's mean per rollout of 32 episodes moves by ~0.02 from noise alone: the later half against the start.
+    assert np.mean(scores[-6:]) > np.mean(scores[:2]) + 0.025, np.round(scores, 3)
+    assert run(0) == scores
+
+
 @pytest.mark.parametrize("shard", [False, True])
 def test_the_policy_samples_tokens_with_their_probabilities(tokenizer, shard):
     """Inverse transform sampling draws each token with its probability (and never one of probability
@@ -260,6 +344,11 @@ def test_the_policy_samples_tokens_with_their_probabilities(tokenizer, shard):
     frequencies = torch.bincount(tokens, minlength=5) / len(tokens)
     torch.testing.assert_close(frequencies, probabilities, atol=0.01, rtol=0)
     assert frequencies[1] == frequencies[4] == 0
+    # Several tokens at once from each distribution of a [T, B, V] batch (the PPO's extra actions).
+    tokens = policy.sample_tokens(logprobs.expand(1000, 3, 5), 4)
+    assert tokens.shape == (1000, 3, 4)
+    frequencies = torch.bincount(tokens.flatten(), minlength=5) / tokens.numel()
+    torch.testing.assert_close(frequencies, probabilities, atol=0.01, rtol=0)
 
 
 def test_saved_policy_reloads_with_from_pretrained_and_generates(tokenizer, tmp_path):

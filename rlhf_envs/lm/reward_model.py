@@ -26,7 +26,7 @@ from transformers import (
 from rlhf_envs.device import resolve_device
 from rlhf_envs.lm.assets import EMBEDDED_REWARD_MODEL_DIR
 from rlhf_envs.lm.loading import align_weights, model_location, resolve_tokenizer
-from rlhf_envs.lm.tokens import position_ids, tokenizer_sides
+from rlhf_envs.lm.tokens import position_ids, prepared_mask, tokenizer_sides
 
 TextRewardFn = Callable[[list[str], list[str]], torch.Tensor]
 RewardModelSpec = str | Path | PreTrainedModel | TextRewardFn | None
@@ -171,6 +171,59 @@ class HFRewardModel:
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask)
         ).last_hidden_state
         return self.model.score(hidden)[..., 0].float()
+
+    @torch.inference_mode()
+    def next_token_scores(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        rows: torch.Tensor,
+        columns: torch.Tensor,
+        candidates: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(token_scores, candidate scores)``: :meth:`token_scores` of left-padded ids [B, L], and the
+        score of each listed prefix followed by each of its candidate tokens, the text of row
+        ``rows[n]`` up to column ``columns[n]`` then token ``candidates[n, j]`` (``rows``, ``columns`` [N],
+        ``candidates`` [N, k] -> [N, k] float32), in one forward pass.
+
+        Each candidate is a query of its own, appended to its row after the text, at the position the
+        prefix's next token takes, attending to the prefix and to itself (a tree attention mask):
+        what r_φ would say of every token the text could have continued with, for a critic that
+        credits tokens not taken (``TokenPPO(extra_actions=k)``). Needs SDPA or eager attention.
+        """
+        if not self.scores_every_token:
+            raise ValueError(f"{self!r} has no per-token score head, which next_token_scores needs")
+        input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
+        rows, columns, candidates = rows.to(self.device), columns.to(self.device), candidates.to(self.device)
+        num_rows, width = input_ids.shape
+        k = candidates.shape[1]
+        # Each query's place among its row's queries, and so its k slots after the row's text.
+        counts = torch.bincount(rows, minlength=num_rows)
+        order = rows.argsort(stable=True)
+        rank = torch.empty_like(rows)
+        rank[order] = torch.arange(len(rows), device=self.device) - (counts.cumsum(0) - counts)[rows[order]]
+        slots = width + rank[:, None] * k + torch.arange(k, device=self.device)  # [N, k]
+        total = width + int(counts.max()) * k
+        ids = input_ids.new_zeros(num_rows, total)
+        ids[:, :width] = input_ids
+        ids[rows[:, None], slots] = candidates
+        positions = ids.new_zeros(num_rows, total)
+        positions[:, :width] = position_ids(attention_mask)
+        positions[rows[:, None], slots] = positions[rows, columns][:, None] + 1
+        real = attention_mask.bool()
+        visible = torch.zeros(num_rows, total, total, dtype=torch.bool, device=self.device)
+        causal = torch.ones(width, width, dtype=torch.bool, device=self.device).tril()
+        visible[:, :width, :width] = causal & real[:, None, :]
+        prefix = (torch.arange(width, device=self.device) <= columns[:, None]) & real[rows]  # [N, L]
+        visible[rows[:, None], slots, :width] = prefix[:, None, :]
+        # Every query sees itself: no row of the mask is empty (padding, unused slots).
+        diagonal = torch.arange(total, device=self.device)
+        visible[:, diagonal, diagonal] = True
+        hidden = self.model.base_model(
+            input_ids=ids, attention_mask=prepared_mask(self.model, visible), position_ids=positions
+        ).last_hidden_state
+        scores = self.model.score(hidden)[..., 0].float()
+        return scores[:, :width], scores[rows[:, None], slots]
 
     def __repr__(self) -> str:
         return f"HFRewardModel({self.model.config.name_or_path or type(self.model).__name__!r})"

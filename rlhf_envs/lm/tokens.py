@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["decoding_mask", "position_ids", "token_logprobs", "tokenizer_sides"]
+__all__ = ["decoding_mask", "position_ids", "prepared_mask", "token_logprobs", "tokenizer_sides"]
 
 Side = Literal["left", "right"]
 
@@ -51,17 +51,26 @@ def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return logits.gather(-1, tokens[..., None])[..., 0] - logits.logsumexp(-1)
 
 
+def prepared_mask(model: PreTrainedModel, visible: torch.Tensor) -> torch.Tensor:
+    """``visible`` [B, Q, K] (which keys each query attends to) as a prepared 4-D mask [B, 1, Q, K] that
+    ``model``'s attention uses as it is: boolean for SDPA, additive for eager attention."""
+    implementation = getattr(model.config, "_attn_implementation", None)
+    if implementation == "sdpa":
+        return visible.bool()[:, None]
+    if implementation == "eager":
+        return (1 - visible[:, None].to(model.dtype)) * torch.finfo(model.dtype).min
+    raise ValueError(
+        f"a prepared attention mask needs SDPA or eager attention, the model uses {implementation!r}"
+    )
+
+
 def decoding_mask(model: PreTrainedModel, attention_mask: torch.Tensor) -> torch.Tensor:
     """The attention mask [B, L] of a one-token decoding step over a cache, as ``model``'s attention takes it.
 
     Given a 2-D mask, transformers checks on the host whether it has padding (a device sync per
-    token); a prepared 4-D mask ([B, 1, 1, L]: boolean for SDPA, additive for eager attention) is
-    used as it is. Other attention implementations get the 2-D mask.
+    token); a prepared 4-D mask ([B, 1, 1, L], :func:`prepared_mask`) is used as it is. Other attention
+    implementations get the 2-D mask.
     """
-    implementation = getattr(model.config, "_attn_implementation", None)
-    if implementation == "sdpa":
-        return attention_mask.bool()[:, None, None, :]
-    if implementation == "eager":
-        visible = attention_mask[:, None, None, :].to(model.dtype)
-        return (1 - visible) * torch.finfo(model.dtype).min
+    if getattr(model.config, "_attn_implementation", None) in ("sdpa", "eager"):
+        return prepared_mask(model, attention_mask[:, None, :])
     return attention_mask
