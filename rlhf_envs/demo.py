@@ -37,7 +37,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -255,7 +255,7 @@ def run_demo(
         "task": task,
         "model": model,
         "device": str(device),
-        "config": vars(config).copy(),
+        "config": asdict(config),
     }
 
     web_labeler = None
@@ -616,7 +616,11 @@ def ppo_stage(
     agent = make_token_ppo(reference, tokenizer, prompts, recorder, config, device, seed, truncation)
     # The KL penalty's history grows by one per rollout: it numbers the rollouts for the plots.
     recorder.rollout_index = lambda: len(agent.kl_penalty.history)
-    critic = " (critic: r_φ of the text so far)" if agent.config.critic == "reward_model" else ""
+    critic = ""
+    if agent.config.critic == "reward_model":
+        extra = agent.config.extra_actions
+        tokens = f"; {extra} more tokens per state" if extra else ""
+        critic = f" (critic: r_φ of the text so far{tokens})"
     console.print(
         f"[4] PPO + KL: {config.iterations} iterations of {config.batch} episodes "
         f"× {config.new_tokens} tokens{critic}"
