@@ -11,7 +11,8 @@
    decisive pairs, the share of ties and its accuracy with the ties counted half right;
 4. fine-tune the LM with PPO on the TokenEnv, reward r_φ on the last token and a KL penalty
    against π_pt on every token, β fixed (``--kl-coef``) or steered by the adaptive controller
-   (``--kl-target``);
+   (``--kl-target``); the critic is r_φ of the text so far, which also credits extra tokens drawn at
+   each visited state (``--critic``, ``--extra-actions``);
 5. report the oracle score, r_φ's score and KL(π ‖ π_pt) before and after on held-out prompts, a
    table of before/after samples for the same prompts, plots of reward and KL over training, and
    save the fine-tuned model (a Hugging Face folder) to ``--out``.
