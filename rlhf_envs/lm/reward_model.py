@@ -161,16 +161,8 @@ class HFRewardModel:
         the embedded model's way); otherwise the score read without the EOS. What it is for: r_φ of
         every prefix of an episode, a critic for token-level credit (``TokenPPO(critic="reward_model")``).
         """
-        if not self.scores_every_token:
-            raise ValueError(
-                f"{self!r} has no per-token score head: token_scores needs a causal model whose `score` "
-                "layer reads every position (e.g. GPT2ForSequenceClassification)"
-            )
         input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
-        hidden = self.model.base_model(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask)
-        ).last_hidden_state
-        return self.model.score(hidden)[..., 0].float()
+        return self._scores_at_every_position(input_ids, attention_mask, position_ids(attention_mask))
 
     @torch.inference_mode()
     def next_token_scores(
@@ -191,8 +183,6 @@ class HFRewardModel:
         what r_φ would say of every token the text could have continued with, for a critic that
         credits tokens not taken (``TokenPPO(extra_actions=k)``). Needs SDPA or eager attention.
         """
-        if not self.scores_every_token:
-            raise ValueError(f"{self!r} has no per-token score head, which next_token_scores needs")
         input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
         rows, columns, candidates = rows.to(self.device), columns.to(self.device), candidates.to(self.device)
         num_rows, width = input_ids.shape
@@ -219,11 +209,22 @@ class HFRewardModel:
         # Every query sees itself: no row of the mask is empty (padding, unused slots).
         diagonal = torch.arange(total, device=self.device)
         visible[:, diagonal, diagonal] = True
-        hidden = self.model.base_model(
-            input_ids=ids, attention_mask=prepared_mask(self.model, visible), position_ids=positions
-        ).last_hidden_state
-        scores = self.model.score(hidden)[..., 0].float()
+        scores = self._scores_at_every_position(ids, prepared_mask(self.model, visible), positions)
         return scores[:, :width], scores[rows[:, None], slots]
+
+    def _scores_at_every_position(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor
+    ) -> torch.Tensor:
+        """The score head read at every position of one forward pass: float32 [B, L]."""
+        if not self.scores_every_token:
+            raise ValueError(
+                f"{self!r} has no per-token score head: scoring every token needs a causal model whose "
+                "`score` layer reads every position (e.g. GPT2ForSequenceClassification)"
+            )
+        hidden = self.model.base_model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=positions
+        ).last_hidden_state
+        return self.model.score(hidden)[..., 0].float()
 
     def __repr__(self) -> str:
         return f"HFRewardModel({self.model.config.name_or_path or type(self.model).__name__!r})"
